@@ -1,0 +1,220 @@
+"""The ``realnet`` command: run the pipeline, inspect artifacts and data, predict, serve deployments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from realnet_core.config import ConfigError
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.runner import run_pipeline
+
+    overrides = list(args.set or [])
+    roots = {args.dataset or "demo": args.data_root} if args.data_root else None
+    summary = run_pipeline(
+        categories=args.category, dataset=args.dataset, data_roots=roots, profile=args.config,
+        overrides=overrides, rerun=args.rerun, artifacts=args.artifacts, use_prefect=not args.no_prefect,
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    import pandas as pd
+
+    from flows.reports import comparison, run_metrics
+
+    rows = summary["stages"]
+    df = pd.DataFrame(rows)[["dataset", "category", "stage", "status", "key", "seconds"]]
+    print(df.to_string(index=False))
+    metrics = run_metrics(rows)
+    if not metrics.empty:
+        cols = ["dataset", "category", "image_auroc", "pixel_auroc", "pro",
+                "image_auroc_paper", "pixel_auroc_paper", "pro_paper"]
+        print("\nmetrics (percent) vs the paper:")
+        print(comparison(metrics)[cols].to_string(index=False))
+    print(f"\nartifacts: {summary['artifacts']}   total {summary['seconds']:.1f} s")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from flows.runner import status_table
+
+    df = status_table(args.config, args.set or [], args.category, args.dataset,
+                      {args.dataset or "demo": args.data_root} if args.data_root else None, args.artifacts)
+    print(df.to_json(orient="records", indent=2) if args.json else df.to_string(index=False))
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from storage.tables import load
+
+    df = load(args.name, args.artifacts or _default_artifacts())
+    if args.json:
+        print(df.to_json(orient="records", indent=2))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", args.max_rows, "display.width", 200):
+            print(df.to_string(index=False) if len(df) else f"no {args.name} tables under {args.artifacts}")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from realnet_core.data.check import check_category, check_dataset
+
+    if args.category:
+        reports = [check_category(args.dataset, args.root, c) for c in args.category]
+    else:
+        reports = check_dataset(args.dataset, args.root)
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    else:
+        import pandas as pd
+
+        print(pd.DataFrame(reports).to_string(index=False))
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from realnet_core.data.demo import build_demo_dataset
+
+    out = build_demo_dataset(args.out, size=args.size, seed=args.seed)
+    print(f"demo dataset written to {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from flows.predict import predict
+
+    for path, score, heat in predict(args.model, args.images, args.out, args.device, args.pool):
+        print(f"{path}\t{score:.6f}\t{heat}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.deploy import serve
+
+    serve()
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from flows.bench import run_bench
+
+    result = run_bench(args.profile, device=args.device, quick=args.quick)
+    print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def _default_artifacts() -> str:
+    from flows.runner import artifacts_root
+
+    return artifacts_root(None)
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="demo", help="profile name (demo, paper) or a YAML file")
+    p.add_argument("--dataset", help="mvtec, visa, mpdd, btad or demo")
+    p.add_argument("--data-root", help="root folder of --dataset")
+    p.add_argument("--category", action="append", help="category to run (repeatable); 'all' for all 36")
+    p.add_argument("--artifacts", help="artifact root: folder or fsspec URL (default $REALNET_ARTIFACTS or ./artifacts)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. afs.dims=[128,256,256,128]")
+    p.add_argument("--json", action="store_true", help="print machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="realnet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the pipeline (default: the demo, through Prefect's ephemeral API)")
+    _run_options(p)
+    p.add_argument("--rerun", action="append", metavar="STAGE", help="force STAGE and everything downstream")
+    p.add_argument("--no-prefect", action="store_true", help="run the stages in this process without Prefect")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="which artifacts exist, and which are stale for the current config")
+    _run_options(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("tables", help="print an artifact table across datasets and categories")
+    p.add_argument("name", help="metrics, scores, afs, train_log, loss_log")
+    p.add_argument("--artifacts")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--max-rows", type=int, default=200)
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("data", help="dataset tools")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    c = dsub.add_parser("check", help="validate a dataset tree and print counts per category")
+    c.add_argument("--dataset", required=True)
+    c.add_argument("--root", required=True)
+    c.add_argument("--category", action="append")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_data_check)
+
+    p = sub.add_parser("demo-data", help="write the small demo dataset (MVTec layout)")
+    p.add_argument("out", nargs="?", default="demo_data")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("predict", help="score images and write heat maps with a trained model")
+    p.add_argument("--model", required=True, help="a train_realnet artifact folder or its realnet.pt")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--out", default="predictions")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--pool", type=int, default=16, help="average-pooling size of the image score")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="serve the realnet deployments from this machine")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("bench", help="time the stages on synthetic inputs of a profile's sizes")
+    p.add_argument("--profile", default="demo")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line for the user; the traceback only with REALNET_DEBUG
+        if _debug():
+            raise
+        print(f"realnet: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ConfigError | FileNotFoundError | PermissionError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if type(exc).__name__ not in str(exc) else str(exc)
+
+
+def _debug() -> bool:
+    import os
+
+    return bool(os.environ.get("REALNET_DEBUG"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The Prefect flow ``realnet``: every stage of every category as a task, wired by ``flows.graph``.
+
+Each task first looks its artifact key up in the store and reuses it; Prefect's own result cache is
+off, because the store (not Prefect) knows whether the files still exist. Tasks pass small
+``ArtifactRef`` dicts, never tensors. A GPU-bound task holds one device slot for its whole run.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.graph import resolve_targets, summary_rows, walk
+from flows.gpu import shared_pool, visible_devices
+from flows.reports import publish_reports
+from flows.runner import artifacts_root, make_config
+from realnet_core.config import Config
+from stages import dag
+from stages.common import execute
+from storage.store import ArtifactRef, Store
+
+def run_stage_now(stage: str, cfg: Config, artifacts: str, dataset: str, category: str,
+                  upstream: dict[str, dict[str, Any]], force: bool, devices: list[str]) -> dict[str, Any]:
+    """Run (or reuse) one stage in this process, holding a device slot while it computes."""
+    store = Store(artifacts)
+    refs = {name: ArtifactRef.from_dict(r) for name, r in upstream.items()}
+    pool = shared_pool(devices)
+    with pool.acquire() as device:
+        result = execute(dag.MODULES[stage], cfg, store, dataset, category, refs, force=force, device=device)
+    return result.to_dict()
+
+
+@task(name="stage", cache_policy=NO_CACHE, task_run_name="{stage}[{dataset}/{category}]", retries=0)
+def stage_task(stage: str, cfg: Config, artifacts: str, dataset: str, category: str,
+               upstream: dict[str, dict[str, Any]], force: bool, devices: list[str]) -> dict[str, Any]:
+    result = run_stage_now(stage, cfg, artifacts, dataset, category, upstream, force, devices)
+    get_run_logger().info("%s %s/%s: %s (%s) in %.1fs", stage, dataset, category, result["status"],
+                          result["key"], result["seconds"])
+    return result
+
+
+def _submit_all(cfg: Config, targets: list[tuple[str, str]], artifacts: str, forced: set[str],
+                devices: list[str], options: dict | None = None) -> dict[tuple[str, str, str], dict]:
+    def submit(stage: str, ds: str, cat: str, ups: dict) -> Any:
+        return stage_task.submit(stage, cfg, artifacts, ds, cat, ups, stage in forced, devices)
+
+    if options:  # Ray: ask Ray for one GPU (or CPU) per task
+        from prefect_ray.context import remote_options
+
+        with remote_options(**options):
+            futures = walk(cfg, targets, submit)
+    else:
+        futures = walk(cfg, targets, submit)
+    results, errors = {}, []
+    for key, fut in futures.items():
+        try:
+            results[key] = fut.result()
+        except Exception as exc:  # keep waiting for the other categories, then report
+            errors.append(f"{key[2]} {key[0]}/{key[1]}: {exc}")
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    return results
+
+
+@flow(name="realnet", log_prints=True)
+def realnet(categories: list[str] | None = None, dataset: str | None = None,
+            data_roots: dict[str, str] | None = None, profile: str = "demo",
+            overrides: list[str] | None = None, rerun: list[str] | None = None,
+            artifacts: str | None = None) -> dict[str, Any]:
+    """Run the five RealNet stages for the given categories, reusing every artifact already built."""
+    t0 = time.perf_counter()
+    cfg = make_config(profile, overrides, dataset, data_roots)
+    root = artifacts_root(artifacts)
+    Store(root).check_writable()
+    targets = resolve_targets(cfg, categories, dataset)
+    forced = dag.downstream_closure(list(rerun or []), cfg)
+    if cfg.runtime.task_runner == "ray":
+        results = _ray_graph(cfg, targets, root, forced)
+    else:
+        results = _submit_all(cfg, targets, root, forced, visible_devices(cfg.runtime.gpus))
+    rows = summary_rows(results)
+    publish_reports(rows, root)
+    return {"profile": cfg.profile, "artifacts": root, "seconds": round(time.perf_counter() - t0, 3),
+            "stages": rows}
+
+
+def _ray_graph(cfg: Config, targets, root: str, forced: set[str]) -> dict:
+    """The same graph on a Ray cluster (``runtime.ray_address``, or a local Ray when unset)."""
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError as exc:
+        raise RuntimeError("runtime.task_runner=ray needs the ray extra: pip install 'realnet-pipeline[ray]'") from exc
+    import torch
+
+    gpu = torch.cuda.is_available()
+    runner = RayTaskRunner(address=cfg.runtime.ray_address) if cfg.runtime.ray_address else RayTaskRunner()
+    options = {"num_gpus": 1} if gpu else {"num_cpus": 1}
+    # Ray gives each task its own GPU through CUDA_VISIBLE_DEVICES, so inside a task it is "cuda".
+    devices = ["cuda"] if gpu else ["cpu"]
+
+    @flow(name="realnet-ray-graph", task_runner=runner)
+    def graph() -> dict:
+        return _submit_all(cfg, targets, root, forced, devices, options)
+
+    return graph()

@@ -1,0 +1,98 @@
+"""Entry points behind ``realnet run`` and ``realnet status``: through Prefect or in this process."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from flows.graph import resolve_targets, summary_rows, walk
+from flows.gpu import visible_devices
+from realnet_core.config import Config, load_config
+from stages import dag
+from stages.common import stage_ref
+from storage.store import Store
+
+DEFAULT_ARTIFACTS = "artifacts"
+
+
+def artifacts_root(artifacts: str | None) -> str:
+    return artifacts or os.environ.get("REALNET_ARTIFACTS") or DEFAULT_ARTIFACTS
+
+
+def make_config(profile: str, overrides: list[str] | None, dataset: str | None,
+                data_roots: dict[str, str] | None) -> Config:
+    extra = [f"data.roots.{ds}={root}" for ds, root in (data_roots or {}).items()]
+    if dataset:
+        extra.append(f"data.dataset={dataset}")
+        if not any(o.startswith("data.categories=") for o in overrides or []):
+            extra.append("data.categories=[]")  # the profile's categories belong to its own dataset
+    return load_config(profile, [*extra, *(overrides or [])])
+
+
+def ensure_demo_data(cfg: Config, targets: list[tuple[str, str]]) -> None:
+    """The embedded default needs no download: build the demo dataset where the config expects it."""
+    if any(ds == "demo" for ds, _ in targets):
+        root = Path(cfg.data.roots.get("demo", "demo_data"))
+        if not root.exists():
+            from realnet_core.data.demo import build_demo_dataset
+
+            print(f"building the demo dataset in {root}")
+            build_demo_dataset(root)
+
+
+def run_pipeline(categories: list[str] | None = None, dataset: str | None = None,
+                 data_roots: dict[str, str] | None = None, profile: str = "demo",
+                 overrides: list[str] | None = None, rerun: list[str] | None = None,
+                 artifacts: str | None = None, use_prefect: bool = True) -> dict[str, Any]:
+    cfg = make_config(profile, overrides, dataset, data_roots)
+    ensure_demo_data(cfg, resolve_targets(cfg, categories, dataset))
+    if use_prefect:
+        from flows.pipeline import realnet
+
+        return realnet(categories=categories, dataset=dataset, data_roots=data_roots, profile=profile,
+                       overrides=overrides, rerun=rerun, artifacts=artifacts)
+    return run_direct(cfg, categories, dataset, rerun, artifacts)
+
+
+def run_direct(cfg: Config, categories: list[str] | None = None, dataset: str | None = None,
+               rerun: list[str] | None = None, artifacts: str | None = None) -> dict[str, Any]:
+    """The same graph, one stage after another in this process, without Prefect."""
+    from flows.pipeline import run_stage_now
+
+    t0 = time.perf_counter()
+    root = artifacts_root(artifacts)
+    Store(root).check_writable()
+    targets = resolve_targets(cfg, categories, dataset)
+    forced = dag.downstream_closure(list(rerun or []), cfg)
+    devices = visible_devices(cfg.runtime.gpus)
+
+    def submit(stage: str, ds: str, cat: str, ups: dict) -> dict:
+        return run_stage_now(stage, cfg, root, ds, cat, ups, stage in forced, devices)
+
+    results = walk(cfg, targets, submit)
+    return {"profile": cfg.profile, "artifacts": root, "seconds": round(time.perf_counter() - t0, 3),
+            "stages": summary_rows(results)}
+
+
+def status_table(profile: str, overrides: list[str], categories: list[str] | None, dataset: str | None,
+                 data_roots: dict[str, str] | None, artifacts: str | None) -> pd.DataFrame:
+    """Per category and stage: current (built for this config), stale (built for another), or missing."""
+    cfg = make_config(profile, overrides, dataset, data_roots)
+    store = Store(artifacts_root(artifacts))
+    rows = []
+
+    def submit(stage: str, ds: str, cat: str, ups: dict) -> Any:
+        ref = stage_ref(dag.MODULES[stage], cfg, store, ds, cat, ups)
+        if store.exists(ref):
+            state = "current"
+        else:
+            state = "stale" if store.list(stage=stage, dataset=ds, category=ref.category) else "missing"
+        rows.append({"dataset": ds, "category": cat, "stage": stage, "state": state, "key": ref.key})
+        return ref
+
+    walk(cfg, resolve_targets(cfg, categories, dataset), submit)
+    return pd.DataFrame(rows)

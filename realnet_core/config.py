@@ -1,0 +1,237 @@
+"""Typed pipeline configuration: one pydantic section per stage, validated on load.
+
+A profile is a YAML file (``configs/demo.yaml``, ``configs/paper.yaml``) plus ``section.key=value``
+overrides. Every error names the offending key, e.g. ``afs.dimz`` or ``sia.strength``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A profile, override or value that cannot be used; the message names the key."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo such as ``afs.dimz`` must never be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- sections
+
+
+class DataConfig(_Section):
+    dataset: str = "demo"
+    roots: dict[str, str] = Field(default_factory=lambda: {"demo": "demo_data"})
+    categories: list[str] = Field(default_factory=list, description="empty: every category of the dataset")
+    image_size: int = Field(256, ge=16, le=1024)
+
+
+class DiffusionConfig(_Section):
+    scope: Literal["category", "dataset"] = "category"
+    image_size: int = Field(256, ge=8, le=512)
+    num_channels: int = Field(256, ge=8)
+    num_res_blocks: int = Field(2, ge=1)
+    channel_mult: list[int] | None = None
+    attention_resolutions: list[int] = Field(default_factory=lambda: [32, 16, 8])
+    num_head_channels: int = 64
+    noise_schedule: Literal["linear", "cosine"] = "linear"
+    diffusion_steps: int = Field(1000, ge=10)
+    init_checkpoint: str | None = None
+    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    steps: int = Field(20000, ge=1)
+    ema_rate: float = Field(0.9999, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    checkpoint_every: int = Field(1000, ge=1)
+    sample_steps: int = Field(20, ge=1)
+    seed: int = 0
+
+
+class SIAConfig(_Section):
+    num_images: int = Field(10000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    strength: tuple[float, float] = (0.1, 0.2)
+    sampling_steps: int = Field(20, ge=1)
+    ddim: bool = False
+    shard_images: int = Field(256, ge=1)
+    guidance_scale: float = Field(0.0, ge=0)
+    classifier_checkpoint: str | None = None
+    seed: int = 0
+
+    @field_validator("strength")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] < 0 or v[1] < v[0]:
+            raise ValueError(f"must be [min, max] with 0 <= min <= max, got {list(v)}")
+        return v
+
+
+class SynthesisConfig(_Section):
+    source: Literal["sia", "texture", "cutpaste"] = "sia"
+    texture_root: str | None = None
+    normal_fraction: float = Field(0.5, ge=0, le=1)
+    delta: tuple[float, float] = (0.5, 1.0)
+    perlin_scale_exp: tuple[int, int] = (0, 6)
+    use_foreground: bool = True
+
+    @field_validator("delta")
+    @classmethod
+    def _delta(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] <= v[1] <= 1:
+            raise ValueError(f"must be [min, max] inside [0, 1], got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _texture_needs_root(self) -> SynthesisConfig:
+        if self.source == "texture" and not self.texture_root:
+            raise ValueError("source 'texture' needs synthesis.texture_root")
+        return self
+
+
+class AFSConfig(_Section):
+    backbone: Literal["wide_resnet50_2", "resnet34", "resnet50", "efficientnet_lite0"] = "wide_resnet50_2"
+    backbone_weights: str | None = None
+    dims: list[int] = Field(default_factory=lambda: [256, 512, 512, 256])
+    batches: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+    seed: int = 0
+
+    @field_validator("dims")
+    @classmethod
+    def _four_layers(cls, v: list[int]) -> list[int]:
+        if len(v) != 4 or min(v) < 1:
+            raise ValueError(f"needs four positive channel counts (one per layer), got {v}")
+        return v
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(1000, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    rrs_ratio: float = Field(1 / 3, gt=0, le=1)
+    recon_channel_mult: list[int] = Field(default_factory=lambda: [1, 2, 4])
+    recon_res_blocks: int = Field(2, ge=1)
+    checkpoint_every: int = Field(50, ge=1, description="epochs")
+    val_fraction: float = Field(0.0, ge=0, lt=1)
+    seed: int = 0
+
+
+class EvaluateConfig(_Section):
+    batch_size: int = Field(16, ge=1)
+    pool_size: int = Field(16, ge=1)
+    pro_fpr_limit: float = Field(0.3, gt=0, le=1)
+    overlays: int = Field(8, ge=0)
+
+
+class RuntimeConfig(_Section):
+    """How to run, never what to compute: no runtime value enters an artifact key."""
+
+    device: str = "auto"
+    bf16: bool = True
+    compile: bool = False
+    num_workers: int = Field(0, ge=0)
+    progress: bool = True
+    task_runner: Literal["threads", "ray"] = "threads"
+    ray_address: str | None = None
+    gpus: int | None = Field(None, ge=0, description="None: every visible CUDA device")
+
+
+class Config(_Section):
+    profile: str = "custom"
+    data: DataConfig = Field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    sia: SIAConfig = Field(default_factory=SIAConfig)
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    afs: AFSConfig = Field(default_factory=AFSConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A section as plain JSON-able data, the form that goes into artifact keys."""
+        return getattr(self, name).model_dump(mode="json")
+
+
+# ---------------------------------------------------------------- loading
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def profile_path(profile: str | Path) -> Path:
+    """A profile name (``demo``, ``paper``) or a path to a YAML file."""
+    p = Path(profile)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    for base in (Path.cwd() / "configs", CONFIG_DIR):
+        if (base / f"{profile}.yaml").is_file():
+            return base / f"{profile}.yaml"
+    raise ConfigError(f"unknown profile {profile!r}: no configs/{profile}.yaml (give a name or a .yaml path)")
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``afs.dims=[128,256,256,128]`` -> (["afs", "dims"], [128, 256, 256, 128]) with YAML value parsing."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if len(path) < 2:
+        raise ConfigError(f"override {item!r} must name a section and a key, e.g. afs.dims=...")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key}: cannot parse value {raw!r}: {exc}") from exc
+    return path, value
+
+
+def _apply(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {'.'.join(path)}: {part} is not a section")
+    node[path[-1]] = value
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        else:
+            lines.append(f"{key}={err.get('input')!r}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def build_config(tree: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> Config:
+    tree = dict(tree or {})
+    for item in overrides or []:
+        path, value = parse_override(item)
+        _apply(tree, path, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_format_errors(exc)}") from None
+
+
+def load_config(profile: str | Path = "demo", overrides: list[str] | None = None) -> Config:
+    """Load a profile and apply overrides; raise ConfigError naming any bad key or value."""
+    path = profile_path(profile)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    tree.setdefault("profile", path.stem)
+    return build_config(tree, overrides, source=str(path))

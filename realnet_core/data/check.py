@@ -1,0 +1,59 @@
+"""Dataset validation: everything the readers check, plus that every file decodes and masks fit.
+
+Meant to run once before a long pipeline run, so that a broken file fails in seconds with its
+name in the message instead of hours later inside a training job.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import DatasetError
+from .images import image_size, read_mask
+from .readers import read_category
+from .registry import DATASETS, check_name
+
+
+def check_category(dataset: str, root: str | os.PathLike, category: str, decode: bool = True) -> dict:
+    """Validate one category and return its counts (train, test_good, test_anomalous, masks).
+
+    With ``decode=False`` only the file listing is checked (fast); otherwise every image and mask
+    is decoded and each mask must have its image's height and width.
+    """
+    split = read_category(dataset, root, category)
+    if decode:
+        for path in split.train:
+            image_size(path)
+        for sample in split.test:
+            size = image_size(sample.path)
+            if sample.mask_path is None:
+                continue
+            mask = read_mask(sample.mask_path)
+            if mask.shape != size:
+                raise DatasetError(
+                    f"mask {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
+                    f"{sample.path} is {size[1]}x{size[0]}"
+                )
+    return {"dataset": dataset, "category": category, **split.counts()}
+
+
+def check_dataset(
+    dataset: str,
+    root: str | os.PathLike,
+    categories: Iterable[str] | None = None,
+    decode: bool = True,
+) -> list[dict]:
+    """Check several categories; by default those of the registry that exist under ``root``."""
+    if dataset not in DATASETS:
+        check_name(dataset, "_")  # raises the standard unknown-dataset message
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise DatasetError(f"dataset root for {dataset} not found: {root_path}")
+    if categories is None:
+        categories = [c for c in DATASETS[dataset] if (root_path / c).is_dir()]
+        if not categories:
+            raise DatasetError(f"no {dataset} category folder found under {root_path} "
+                               f"(expected some of: {', '.join(DATASETS[dataset])})")
+    return [check_category(dataset, root_path, c, decode=decode) for c in categories]

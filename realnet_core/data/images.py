@@ -1,0 +1,137 @@
+"""Image and mask decoding, resizing and batching for the dataset readers.
+
+Decoding goes through ``cv2.imdecode`` on bytes read with ``open()`` rather than ``cv2.imread``,
+because ``imread`` silently fails on non-ASCII paths on some platforms.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from .errors import DatasetError
+
+PathLike = str | os.PathLike
+
+
+def _truncation(data: bytes) -> str | None:
+    """Cheap end-of-file checks for formats whose decoders accept a cut-off file.
+
+    libjpeg (and some BMP readers) return a partly grey image with only a warning when the file is
+    cut short, which would silently poison training data.
+    """
+    if data[:2] == b"\xff\xd8":
+        # 0xFFD9 cannot occur inside entropy-coded data (0xFF is byte-stuffed there), so its presence
+        # near the end means the end-of-image marker was written; trailing padding is tolerated.
+        if b"\xff\xd9" not in data[-4096:]:
+            return "JPEG end-of-image marker missing"
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        if b"IEND" not in data[-4096:]:
+            return "PNG IEND chunk missing"
+    elif data[:2] == b"BM" and len(data) >= 14:
+        declared = int.from_bytes(data[2:6], "little")
+        if declared and len(data) < declared:
+            return f"BMP header declares {declared} bytes, file has {len(data)}"
+    return None
+
+
+def _decode(path: PathLike) -> np.ndarray:
+    """Decode a file with every channel and its native bit depth kept."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DatasetError(f"cannot read image file {os.fspath(path)}: {e}") from e
+    if not data:
+        raise DatasetError(f"image file is empty: {os.fspath(path)}")
+    problem = _truncation(data)
+    if problem:
+        raise DatasetError(f"image file is truncated ({problem}): {os.fspath(path)}")
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise DatasetError(f"cannot decode image file (corrupt, truncated or unsupported): {os.fspath(path)}")
+    return img
+
+
+def _to_uint8(img: np.ndarray, path: PathLike) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        # Full-range scaling: 16-bit industrial captures use the whole range, 65535 -> 255.
+        return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if np.issubdtype(img.dtype, np.floating):
+        return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    raise DatasetError(f"unsupported pixel type {img.dtype} in image file {os.fspath(path)}")
+
+
+def read_rgb(path: PathLike) -> np.ndarray:
+    """Read any image (gray, gray+alpha, BGR, BGRA, 8 or 16 bit) as ``(H, W, 3)`` uint8 RGB."""
+    img = _to_uint8(_decode(path), path)
+    if img.ndim == 2:
+        return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
+    if img.ndim != 3:
+        raise DatasetError(f"unexpected image shape {img.shape} in {os.fspath(path)}")
+    channels = img.shape[2]
+    if channels == 1:
+        return np.ascontiguousarray(np.repeat(img, 3, axis=2))
+    if channels == 2:  # gray + alpha
+        return np.ascontiguousarray(np.repeat(img[:, :, :1], 3, axis=2))
+    if channels == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    raise DatasetError(f"unexpected number of channels ({channels}) in {os.fspath(path)}")
+
+
+def read_mask(path: PathLike) -> np.ndarray:
+    """Read a ground-truth mask as ``(H, W)`` bool: True wherever any colour channel is > 0."""
+    img = _decode(path)
+    if img.ndim == 3:
+        if img.shape[2] in (2, 4):
+            img = img[:, :, :-1]  # alpha is not part of the annotation
+        img = img.max(axis=2)
+    elif img.ndim != 2:
+        raise DatasetError(f"unexpected mask shape {img.shape} in {os.fspath(path)}")
+    return img > 0
+
+
+def image_size(path: PathLike) -> tuple[int, int]:
+    """``(height, width)`` of an image file, failing with ``DatasetError`` if it does not decode."""
+    img = _decode(path)
+    return int(img.shape[0]), int(img.shape[1])
+
+
+def resize_rgb(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize an ``(H, W, 3)`` uint8 image to ``(size, size, 3)``.
+
+    INTER_AREA when shrinking avoids the aliasing that bilinear gives on fine textures.
+    """
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {img.shape}")
+    h, w = img.shape[:2]
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(img, dtype=np.uint8)
+    interp = cv2.INTER_AREA if size < h or size < w else cv2.INTER_LINEAR
+    out = cv2.resize(np.ascontiguousarray(img, dtype=np.uint8), (size, size), interpolation=interp)
+    return out
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Resize an ``(H, W)`` mask to ``(size, size)`` bool with nearest-neighbour sampling."""
+    if mask.ndim != 2:
+        raise ValueError(f"expected an (H, W) mask, got shape {mask.shape}")
+    if mask.shape == (size, size):
+        return mask.astype(bool, copy=True)
+    out = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+    return out > 0
+
+
+def load_batch(paths: Sequence[PathLike], size: int) -> np.ndarray:
+    """Read and resize images into one ``(N, size, size, 3)`` uint8 array."""
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, p in enumerate(paths):
+        out[i] = resize_rgb(read_rgb(p), size)
+    return out

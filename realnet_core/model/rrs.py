@@ -1,0 +1,99 @@
+"""Reconstruction Residuals Selection (RRS, paper section 3.3 and appendix B).
+
+The per-layer residuals E_k = (varphi_k(A) - G_k(varphi_k(A)))^2 are upsampled to the largest
+(stride-4) resolution and concatenated into E (B, m', H', W'). Per image, the r/2 channels with the
+largest spatial maximum (local, small anomalies) and the r/2 channels with the largest spatial mean
+(large anomalies) are kept and concatenated into E_RRS (B, r, H', W').
+
+Because the residuals come from separate networks, their scales differ per channel; a BatchNorm2d
+without affine parameters puts them on a common scale, but only for ranking: the selected channels
+are gathered from the raw residuals (as in the authors' code), so the discriminator sees the
+actual reconstruction errors. The selection is index-based and has no learnable parameters; the
+gradient still flows through the gathered raw residuals into the reconstruction networks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ResidualSelector", "concat_residuals"]
+
+
+def concat_residuals(residuals: list[Tensor]) -> Tensor:
+    """Upsample each (B, C_k, H_k, W_k) map bilinearly to the largest H and W, concat on channels."""
+    if not residuals:
+        raise ValueError("need at least one residual map")
+    height = max(r.shape[-2] for r in residuals)
+    width = max(r.shape[-1] for r in residuals)
+    aligned = [
+        r
+        if r.shape[-2:] == (height, width)
+        else F.interpolate(r, size=(height, width), mode="bilinear", align_corners=False)
+        for r in residuals
+    ]
+    return torch.cat(aligned, dim=1)
+
+
+class ResidualSelector(nn.Module):
+    """Per-image top-k channel selection of the concatenated reconstruction residuals.
+
+    Args:
+        total_channels: m' = sum of the per-layer reconstructed widths.
+        ratio: fraction of channels kept. r = 2 * round(ratio * m' / 2), so that the max and mean
+            halves are equal (m' = 1536, ratio 1/3 gives 256 + 256, the authors' setting).
+        momentum: BatchNorm running-statistics momentum (PyTorch convention). The default 0.1
+            averages over many batches, so the ranking at evaluation time does not hinge on the
+            last training batch.
+
+    Max and mean picks may name the same channel; both copies are kept (the output always has
+    exactly r channels, which the discriminator's input width relies on).
+    """
+
+    def __init__(self, total_channels: int, ratio: float = 1 / 3, momentum: float = 0.1) -> None:
+        super().__init__()
+        if total_channels < 1:
+            raise ValueError("total_channels must be positive")
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError("ratio must be in (0, 1]")
+        self.total_channels = total_channels
+        self.ratio = ratio
+        self.k = min(max(1, round(ratio * total_channels / 2)), total_channels)
+        self.bn = nn.BatchNorm2d(total_channels, affine=False, momentum=momentum)
+
+    @property
+    def out_channels(self) -> int:
+        """r: the number of channels the selector returns."""
+        return 2 * self.k
+
+    def rank(self, concatenated: Tensor) -> Tensor:
+        """Indices (B, r) into the channels of `concatenated`: r/2 by spatial max, then r/2 by mean.
+
+        Runs the BatchNorm (updating its running statistics in training mode).
+        """
+        if concatenated.shape[1] != self.total_channels:
+            raise ValueError(f"expected {self.total_channels} channels, got {concatenated.shape[1]}")
+        with torch.no_grad():
+            normed = self.bn(concatenated.detach()).flatten(2)
+            by_max = normed.amax(dim=-1).topk(self.k, dim=1).indices
+            by_mean = normed.mean(dim=-1).topk(self.k, dim=1).indices
+        return torch.cat([by_max, by_mean], dim=1)
+
+    def forward(
+        self, residuals: list[Tensor], return_indices: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Select residual channels per image.
+
+        Args:
+            residuals: per-layer squared residuals (B, m_k, H_k, W_k).
+            return_indices: also return the chosen channel indices (B, r).
+
+        Returns:
+            (B, r, H', W') raw residual channels, with H', W' the largest input sizes.
+        """
+        energy = concat_residuals(residuals)
+        idx = self.rank(energy)
+        b, _, h, w = energy.shape
+        selected = energy.gather(1, idx[:, :, None, None].expand(b, idx.shape[1], h, w))
+        return (selected, idx) if return_indices else selected

@@ -1,0 +1,1 @@
+"""Pipeline stages: plain functions over the artifact store, no Prefect. See ``stages.dag``."""

@@ -1,0 +1,61 @@
+"""The training data of stages 3 and 4: normal images, foreground masks and an anomaly source.
+
+The source is SIA (the default, from the generate_sia artifact), a DTD-style texture folder or
+CutPaste. Detectors other than RealNet reuse this unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from realnet_core.synthesis.blend import synthesize
+from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource
+from stages.common import StageContext
+from stages.inputs import category_split, foreground_masks, to_tensor, train_images
+from storage.arrays import open_image_array
+
+
+def needs_sia(cfg) -> bool:
+    return cfg.synthesis.source == "sia"
+
+
+@dataclass
+class TrainingData:
+    images: torch.Tensor  # (N, 3, H, W) float [0, 1], on the stage device
+    foreground: torch.Tensor  # (N, 1, H, W) float {0, 1}
+    source: object
+    size: int
+
+    def batch(self, n: int, gen: torch.Generator, normal_fraction: float, synth_kwargs: dict
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(normal, augmented, mask) for n random training images."""
+        idx = torch.randint(0, len(self.images), (n,), generator=gen)
+        normal = self.images[idx.to(self.images.device)]
+        fg = self.foreground[idx.to(self.images.device)]
+        src = self.source.sample(n, gen, self.size).to(normal.device)
+        aug, mask = synthesize(normal, src, fg, generator=gen, normal_fraction=normal_fraction, **synth_kwargs)
+        return normal, aug, mask
+
+
+def load_training_data(ctx: StageContext) -> TrainingData:
+    cfg = ctx.cfg
+    size = cfg.data.image_size
+    split = category_split(cfg, ctx.dataset, ctx.category)
+    imgs = train_images(split, size)
+    fg = foreground_masks(imgs, ctx.dataset, ctx.category, cfg.synthesis.use_foreground)
+    if cfg.synthesis.source == "sia":
+        source = SIASource(open_image_array(f"{ctx.upstream_path('generate_sia')}/sia.zarr"))
+    elif cfg.synthesis.source == "texture":
+        source = TextureSource(cfg.synthesis.texture_root)
+    else:
+        source = CutPasteSource(imgs)
+    fg_t = torch.from_numpy(fg.astype(np.float32))[:, None].to(ctx.device)
+    return TrainingData(to_tensor(imgs, ctx.device), fg_t, source, size)
+
+
+def synth_kwargs(cfg) -> dict:
+    lo, hi = cfg.synthesis.perlin_scale_exp
+    return {"delta_range": tuple(cfg.synthesis.delta), "min_scale_exp": lo, "max_scale_exp": hi}

@@ -1,0 +1,160 @@
+"""What every stage shares: artifact keys, the cache check, locking, and finalising.
+
+A stage module defines ``NAME``, ``VERSION``, ``key_config(cfg)``, ``fingerprint(cfg, dataset, category)``
+and ``run(ctx) -> dict``. ``execute`` turns that into a cached, locked, atomic artifact:
+
+    key = hash(NAME, VERSION, key_config(cfg), upstream keys, data fingerprint)
+
+so a config change reruns exactly the stages whose key it touches, and everything downstream of them
+(their upstream keys change). ``run`` writes into ``ctx.workdir``, a persistent scratch folder that
+survives a kill, so a rerun resumes from whatever checkpoint or shard the stage left there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from realnet_core.config import Config
+from storage.keys import artifact_key, fingerprint_files
+from storage.store import ArtifactRef, Store
+
+DATASET_SCOPE = "_all"  # category slot of an artifact shared by a whole dataset
+
+
+@dataclass
+class StageContext:
+    cfg: Config
+    store: Store
+    dataset: str
+    category: str
+    ref: ArtifactRef
+    upstream: dict[str, ArtifactRef]
+    workdir: Path
+    device: torch.device
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def upstream_path(self, stage: str) -> str:
+        """A local folder holding the upstream artifact (downloaded once for a remote root)."""
+        if stage not in self.upstream:
+            raise KeyError(f"{self.ref.stage} needs the {stage} artifact, which was not given")
+        return str(self.store.local_copy(self.upstream[stage]))
+
+    def progress(self, total: int, desc: str, unit: str = "it") -> tqdm:
+        label = f"{self.dataset}/{self.category} {desc}"
+        return tqdm(total=total, desc=label, unit=unit, disable=not self.cfg.runtime.progress,
+                    dynamic_ncols=True, leave=False)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    ref: ArtifactRef
+    status: str  # "ran" or "reused"
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.ref.to_dict(), "status": self.status, "seconds": round(self.seconds, 3)}
+
+
+# ---------------------------------------------------------------- devices
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"runtime.device={name!r} but no CUDA device is visible")
+    return device
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPU only: on CPU it is slower than float32 and changes results."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_generator(seed: int, *parts: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded from a base seed and names, so categories draw independent streams."""
+    import hashlib
+
+    digest = hashlib.sha256(":".join([str(seed), *parts]).encode()).digest()
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return gen
+
+
+# ---------------------------------------------------------------- keys
+
+
+def data_fingerprint(paths: list[str], root: str) -> str:
+    return fingerprint_files(paths, root)
+
+
+def stage_key(stage: ModuleType, cfg: Config, dataset: str, category: str,
+              upstream: dict[str, ArtifactRef]) -> str:
+    return artifact_key(
+        stage.NAME,
+        stage.VERSION,
+        stage.key_config(cfg),
+        {name: ref.key for name, ref in sorted(upstream.items())},
+        stage.fingerprint(cfg, dataset, category),
+    )
+
+
+def stage_ref(stage: ModuleType, cfg: Config, store: Store, dataset: str, category: str,
+              upstream: dict[str, ArtifactRef]) -> ArtifactRef:
+    slot = DATASET_SCOPE if getattr(stage, "dataset_scoped", lambda c: False)(cfg) else category
+    return store.ref(stage.NAME, dataset, slot, stage_key(stage, cfg, dataset, category, upstream))
+
+
+# ---------------------------------------------------------------- execution
+
+
+def execute(stage: ModuleType, cfg: Config, store: Store, dataset: str, category: str,
+            upstream: dict[str, ArtifactRef] | None = None, *, force: bool = False,
+            device: torch.device | str | None = None) -> StageResult:
+    """Reuse the stage's artifact when its key exists, else build it under a lock."""
+    upstream = dict(upstream or {})
+    start = time.perf_counter()
+    ref = stage_ref(stage, cfg, store, dataset, category, upstream)
+    if store.exists(ref) and not force:
+        return StageResult(ref, "reused", time.perf_counter() - start)
+    with store.lock(ref):
+        # Another run may have finished the same key while we waited for the lock.
+        if store.exists(ref):
+            if not force:
+                return StageResult(ref, "reused", time.perf_counter() - start)
+            store.remove(ref)
+        if force:
+            store.clear_scratch(ref)  # a forced rerun starts from zero, not from old checkpoints
+        ctx = StageContext(
+            cfg=cfg, store=store, dataset=dataset, category=category, ref=ref, upstream=upstream,
+            workdir=store.scratch(ref),
+            device=resolve_device(str(device) if device is not None else cfg.runtime.device),
+        )
+        meta = stage.run(ctx) or {}
+        meta.update(
+            config=stage.key_config(cfg), version=stage.VERSION,
+            upstream={name: r.to_dict() for name, r in upstream.items()},
+            source_category=category,
+        )
+        with store.build(ref, meta, from_scratch=True):
+            pass
+    return StageResult(ref, "ran", time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def timed(log: dict[str, float], name: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    log[name] = log.get(name, 0.0) + time.perf_counter() - t0

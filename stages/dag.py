@@ -1,0 +1,42 @@
+"""The stage graph: which stages a config needs and what each one consumes."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from realnet_core.config import Config
+from stages import evaluate, generate_sia, select_features, train_diffusion, train_realnet
+
+MODULES: dict[str, ModuleType] = {
+    m.NAME: m for m in (train_diffusion, generate_sia, select_features, train_realnet, evaluate)
+}
+ORDER = list(MODULES)
+
+
+def active(cfg: Config) -> list[str]:
+    """The diffusion stages run only when the anomaly source is SIA."""
+    sia = cfg.synthesis.source == "sia"
+    return [s for s in ORDER if sia or s not in ("train_diffusion", "generate_sia")]
+
+
+def upstream(stage: str, cfg: Config) -> list[str]:
+    sia = cfg.synthesis.source == "sia"
+    return {
+        "train_diffusion": [],
+        "generate_sia": ["train_diffusion"],
+        "select_features": ["generate_sia"] if sia else [],
+        "train_realnet": ["select_features"] + (["generate_sia"] if sia else []),
+        "evaluate": ["train_realnet"],
+    }[stage]
+
+
+def downstream_closure(stages: list[str], cfg: Config) -> set[str]:
+    """The given stages and everything that consumes them, for ``--rerun``."""
+    unknown = [s for s in stages if s not in MODULES]
+    if unknown:
+        raise ValueError(f"unknown stage {unknown[0]!r}; stages are: {', '.join(ORDER)}")
+    out = set(stages)
+    for s in ORDER:
+        if any(u in out for u in upstream(s, cfg)):
+            out.add(s)
+    return out & set(active(cfg))

@@ -1,0 +1,78 @@
+"""Build, load and sample the SDAS diffusion model from the stage config (shared by stages 1 and 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from realnet_core.config import DiffusionConfig
+from realnet_core.diffusion.gaussian_diffusion import get_named_beta_schedule
+from realnet_core.diffusion.respace import SpacedDiffusion, space_timesteps
+from realnet_core.diffusion.sdas import sdas_sample
+from realnet_core.diffusion.unet import create_unet, load_pretrained
+from stages.common import autocast
+from storage.checkpoints import CheckpointError, load_checkpoint
+
+
+def unet_flags(cfg: DiffusionConfig, num_classes: int | None = None) -> dict[str, Any]:
+    """Everything needed to rebuild the UNet; stored beside the weights."""
+    return {
+        "image_size": cfg.image_size,
+        "num_channels": cfg.num_channels,
+        "num_res_blocks": cfg.num_res_blocks,
+        "channel_mult": tuple(cfg.channel_mult) if cfg.channel_mult else None,
+        "attention_resolutions": ",".join(str(r) for r in cfg.attention_resolutions),
+        "num_head_channels": cfg.num_head_channels,
+        "learn_sigma": True,
+        "num_classes": num_classes,
+    }
+
+
+def build_unet(flags: dict[str, Any]) -> torch.nn.Module:
+    return create_unet(**flags)
+
+
+def load_init(model: torch.nn.Module, path: str) -> None:
+    """Start from a released guided-diffusion checkpoint (strict; only label_emb may be re-initialised)."""
+    state = load_checkpoint(path)
+    state = state.get("ema", state.get("state_dict", state)) if isinstance(state, dict) else state
+    try:
+        load_pretrained(model, state)
+    except (ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: does not fit the configured UNet: {exc}") from None
+
+
+def load_ema(path: str, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any], list[str]]:
+    ckpt = load_checkpoint(path)
+    flags = dict(ckpt["flags"])
+    model = build_unet(flags)
+    try:
+        model.load_state_dict(ckpt["ema"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not match the stored UNet flags: {exc}") from None
+    return model.to(device).eval(), flags, list(ckpt.get("categories", []))
+
+
+def spaced(cfg: DiffusionConfig, steps: int) -> SpacedDiffusion:
+    # "ddimN" gives t = 0, T/N, 2T/N, ...: the paper's 20 steps are t = 0, 50, ..., 950.
+    spec = f"ddim{steps}" if cfg.diffusion_steps % steps == 0 else str(steps)
+    betas = get_named_beta_schedule(cfg.noise_schedule, cfg.diffusion_steps)
+    return SpacedDiffusion(space_timesteps(cfg.diffusion_steps, spec), betas)
+
+
+@torch.no_grad()
+def sample(model: torch.nn.Module, flags: dict[str, Any], cfg: DiffusionConfig, n: int,
+           strength: float | torch.Tensor, generator: torch.Generator, device: torch.device, *,
+           steps: int | None = None, class_index: int | None = None, ddim: bool = False,
+           cond_fn=None, bf16: bool = True) -> np.ndarray:
+    """n images as (n, H, W, 3) uint8 from SDAS with strength s (scalar or per image)."""
+    diffusion = spaced(cfg, steps or cfg.sample_steps)
+    size = flags["image_size"]
+    kwargs = {"y": torch.full((n,), class_index, device=device, dtype=torch.long)} if class_index is not None else None
+    with autocast(device, bf16):
+        x = sdas_sample(model, diffusion, (n, 3, size, size), strength, generator=generator, device=device,
+                        model_kwargs=kwargs, cond_fn=cond_fn, ddim=ddim)
+    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,102 @@
+"""Stage 5: evaluate on the test split: anomaly maps, image and pixel AUROC, PRO.
+
+Outputs ``metrics.parquet`` (one row), ``scores.parquet`` (one row per test image), ``maps.zarr``
+(float16 anomaly maps at the model input size) and ``overlays/`` (image | ground truth | heat map).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from realnet_core import metrics
+from realnet_core.config import Config
+from realnet_core.data.images import load_batch
+from realnet_core.viz import triptych, write_png
+from stages.common import StageContext
+from stages.inputs import category_split, test_fingerprint, test_masks, to_tensor
+from stages.realnet_io import anomaly_maps, load_bundle
+from storage.arrays import write_float_maps
+from storage.tables import write_table
+
+NAME = "evaluate"
+VERSION = "1"
+
+
+def key_config(cfg: Config) -> dict[str, Any]:
+    return {"evaluate": cfg.section("evaluate"), "image_size": cfg.data.image_size}
+
+
+def fingerprint(cfg: Config, dataset: str, category: str) -> str:
+    return test_fingerprint(cfg, dataset, category)
+
+
+def image_scores(maps: torch.Tensor, pool: int) -> torch.Tensor:
+    """Max of the map after pool x pool average pooling (stride 1), the paper's image score."""
+    k = min(pool, maps.shape[-1], maps.shape[-2])
+    return F.avg_pool2d(maps[:, None], k, stride=1).flatten(1).amax(1)
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.cfg.evaluate
+    split = category_split(ctx.cfg, ctx.dataset, ctx.category)
+    if not split.test:
+        raise ValueError(f"{split.root}/{split.category}: no test images to evaluate")
+    backbone, net, bundle = load_bundle(ctx.upstream_path("train_realnet"), ctx.device)
+    size = int(bundle["image_size"])
+    masks = test_masks(split, size)
+    maps = np.zeros((len(split.test), size, size), np.float32)
+    bar = ctx.progress(len(split.test), "evaluate", unit="img")
+    t0 = time.perf_counter()
+    for lo in range(0, len(split.test), cfg.batch_size):
+        batch = split.test[lo: lo + cfg.batch_size]
+        imgs = to_tensor(load_batch([s.path for s in batch], size), ctx.device)
+        maps[lo: lo + len(batch)] = anomaly_maps(backbone, net, imgs, ctx.cfg.runtime.bf16).cpu().numpy()
+        bar.update(len(batch))
+    bar.close()
+    seconds = time.perf_counter() - t0
+    scores = image_scores(torch.from_numpy(maps), cfg.pool_size).numpy()
+    labels = np.array([s.label for s in split.test])
+
+    row = {
+        "dataset": ctx.dataset, "category": ctx.category,
+        "image_auroc": metrics.image_auroc(labels, scores),
+        "pixel_auroc": metrics.pixel_auroc(masks, maps),
+        "pro": metrics.pro(masks, maps, fpr_limit=cfg.pro_fpr_limit),
+        "n_test": len(labels), "n_anomalous": int(labels.sum()), "n_normal": int((labels == 0).sum()),
+        "images_per_s": len(labels) / max(seconds, 1e-9),
+        "model_key": ctx.upstream["train_realnet"].key, "evaluate_key": ctx.ref.key,
+    }
+    write_table(pd.DataFrame([row]), ctx.workdir / "metrics.parquet")
+    write_table(pd.DataFrame({
+        "dataset": ctx.dataset, "category": ctx.category,
+        "path": [s.path for s in split.test], "label": labels, "defect": [s.defect for s in split.test],
+        "score": scores.astype(np.float64),
+    }), ctx.workdir / "scores.parquet")
+    write_float_maps(ctx.workdir / "maps.zarr", maps)
+    _overlays(ctx, split, masks, maps, scores, size)
+    return {k: row[k] for k in ("image_auroc", "pixel_auroc", "pro", "n_test")}
+
+
+def _overlays(ctx: StageContext, split, masks, maps, scores, size) -> None:
+    """The highest-scoring anomalous, lowest-scoring anomalous and highest-scoring normal images."""
+    n = ctx.cfg.evaluate.overlays
+    if n == 0:
+        return
+    out = ctx.workdir / "overlays"
+    out.mkdir(exist_ok=True)
+    labels = np.array([s.label for s in split.test])
+    order = np.argsort(-scores)
+    bad, good = [i for i in order if labels[i]], [i for i in order if not labels[i]]
+    pick = list(dict.fromkeys(bad[: n // 2] + bad[::-1][: n // 4] + good[: n - n // 2 - n // 4]))
+    vmax = float(max(maps.max(), 1e-6))
+    images = load_batch([split.test[i].path for i in pick], size)
+    for img, i in zip(images, pick, strict=True):
+        s = split.test[i]
+        name = f"{s.defect}_{i:04d}_score{scores[i]:.3f}.png"
+        write_png(out / name, triptych(img, masks[i], maps[i], vmax=vmax))

@@ -1,0 +1,113 @@
+"""Stage 2: generate the Synthetic Industrial Anomaly (SIA) images with SDAS into Zarr shards.
+
+Each shard of ``sia.shard_images`` images is generated whole, from its own seed (base seed, category,
+shard index), and recorded as done only after it is written: a killed run resumes at the first
+missing shard and produces exactly the images an uninterrupted run would have. Outputs ``sia.zarr``
+(``images`` uint8 (N, H, W, 3), ``strength`` float32 (N,), provenance attributes) and ``preview.png``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from realnet_core.config import Config
+from realnet_core.viz import make_grid, write_png
+from stages import diffusion_io
+from stages.common import StageContext, seed_generator
+from storage.arrays import (
+    ShardProgress,
+    create_image_array,
+    create_scalar_array,
+    open_image_array,
+    verify_image_array,
+    write_attrs,
+    write_shard,
+)
+
+NAME = "generate_sia"
+VERSION = "1"
+
+
+def key_config(cfg: Config) -> dict[str, Any]:
+    return cfg.section("sia")
+
+
+def fingerprint(cfg: Config, dataset: str, category: str) -> str:
+    return ""  # everything it depends on is in the diffusion model's key
+
+
+def _classifier_cond(ctx: StageContext, class_index: int | None):
+    cfg = ctx.cfg.sia
+    if cfg.guidance_scale <= 0 or class_index is None:
+        return None
+    if not cfg.classifier_checkpoint:
+        raise ValueError("sia.guidance_scale > 0 needs sia.classifier_checkpoint (a guided-diffusion classifier)")
+    from realnet_core.diffusion.classifier import create_classifier, make_cond_fn
+    from storage.checkpoints import load_checkpoint, load_state_into
+
+    clf = create_classifier(image_size=ctx.cfg.diffusion.image_size)
+    load_state_into(clf, load_checkpoint(cfg.classifier_checkpoint), cfg.classifier_checkpoint)
+    return make_cond_fn(clf.to(ctx.device).eval(), cfg.guidance_scale)
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.cfg.sia
+    model, flags, cats = diffusion_io.load_ema(f"{ctx.upstream_path('train_diffusion')}/ema.pt", ctx.device)
+    class_index = cats.index(ctx.category) if flags.get("num_classes") else None
+    cond_fn = _classifier_cond(ctx, class_index)
+    size, n = flags["image_size"], cfg.num_images
+    zpath = ctx.workdir / "sia.zarr"
+    # Both calls reopen what an interrupted run already made, keeping its finished shards.
+    images = create_image_array(zpath, n, size, size, shard_images=cfg.shard_images)
+    strengths = create_scalar_array(zpath, n, name="strength", block=cfg.shard_images)
+    progress = ShardProgress(zpath, n, cfg.shard_images)
+    shards, todo = progress.total, progress.pending()
+
+    bar = ctx.progress(n, "generate_sia", unit="img")
+    bar.update(n - sum(_shard_len(i, n, cfg.shard_images) for i in todo))
+    t0, made = time.perf_counter(), 0
+    for shard in todo:
+        count = _shard_len(shard, n, cfg.shard_images)
+        gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, f"shard{shard}")
+        imgs, strs = [], []
+        for start in range(0, count, cfg.batch_size):
+            b = min(cfg.batch_size, count - start)
+            # s is drawn per batch, as in the paper's generation of SIA.
+            s = float(torch.empty(()).uniform_(*cfg.strength, generator=gen))
+            imgs.append(diffusion_io.sample(model, flags, ctx.cfg.diffusion, b, s, gen, ctx.device,
+                                            steps=cfg.sampling_steps, class_index=class_index, ddim=cfg.ddim,
+                                            cond_fn=cond_fn, bf16=ctx.cfg.runtime.bf16))
+            strs.append(np.full(b, s, np.float32))
+            made += b
+            bar.update(b)
+            bar.set_postfix(img_s=f"{made / (time.perf_counter() - t0):.2f}")
+        lo = shard * cfg.shard_images
+        strengths[lo: lo + count] = np.concatenate(strs)
+        write_shard(images, shard, np.concatenate(imgs))
+        progress.mark(shard)  # only now is the shard complete
+    bar.close()
+
+    verify_image_array(zpath, n)
+    group_attrs = {"config": ctx.cfg.section("sia"), "upstream": ctx.upstream["train_diffusion"].to_dict(),
+                   "seed": cfg.seed, "dataset": ctx.dataset, "category": ctx.category}
+    write_attrs(zpath, group_attrs)
+    _preview(ctx, zpath)
+    return {"num_images": n, "image_size": size, "shards": shards}
+
+
+def _shard_len(shard: int, n: int, per: int) -> int:
+    return min(per, n - shard * per)
+
+
+def _preview(ctx: StageContext, zpath) -> None:
+    """Up to 32 images sorted by strength, captioned with s."""
+    images = open_image_array(zpath)
+    strength = np.asarray(open_image_array(zpath, name="strength")[:])
+    pick = np.sort(np.random.default_rng(0).choice(len(strength), min(32, len(strength)), replace=False))
+    pick = pick[np.argsort(strength[pick], kind="stable")]
+    tiles = np.asarray(images.get_orthogonal_selection((pick,)))
+    write_png(ctx.workdir / "preview.png", make_grid(tiles, nrow=8, labels=[f"s={strength[i]:.2f}" for i in pick]))

@@ -1,0 +1,93 @@
+"""Dataset access shared by the stages: the category split, images at model size, foreground masks."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from realnet_core.config import Config
+from realnet_core.data.errors import DatasetError
+from realnet_core.data.images import load_batch, read_mask, resize_mask
+from realnet_core.data.readers import CategorySplit, read_category
+from realnet_core.data.registry import DATASETS, check_name
+from realnet_core.synthesis.foreground import foreground_mask
+from storage.keys import fingerprint_files
+
+
+def data_root(cfg: Config, dataset: str) -> str:
+    roots = cfg.data.roots
+    if dataset not in roots:
+        raise DatasetError(f"no data root for dataset {dataset!r}: set data.roots.{dataset}=PATH "
+                           f"(or --data-root with --dataset {dataset})")
+    return roots[dataset]
+
+
+def category_split(cfg: Config, dataset: str, category: str) -> CategorySplit:
+    check_name(dataset, category)
+    return _cached_split(dataset, data_root(cfg, dataset), category)
+
+
+@lru_cache(maxsize=64)
+def _cached_split(dataset: str, root: str, category: str) -> CategorySplit:
+    return read_category(dataset, root, category)
+
+
+def clear_cache() -> None:
+    _cached_split.cache_clear()
+
+
+def present_categories(cfg: Config, dataset: str) -> list[str]:
+    """Categories of the dataset that exist under its root (dataset-scoped diffusion trains on these)."""
+    from pathlib import Path
+
+    root = Path(data_root(cfg, dataset))
+    found = [c for c in DATASETS[dataset] if (root / c).is_dir()]
+    if not found:
+        raise DatasetError(f"{root}: none of the {dataset} categories is present")
+    return found
+
+
+def _fingerprint(paths: list[str], root: str) -> str:
+    # Relative to the dataset root, so the same data mounted elsewhere keeps its artifact keys.
+    return fingerprint_files([os.path.abspath(p) for p in paths], os.path.abspath(root))
+
+
+def train_fingerprint(cfg: Config, dataset: str, category: str) -> str:
+    split = category_split(cfg, dataset, category)
+    return _fingerprint(split.train, split.root)
+
+
+def test_fingerprint(cfg: Config, dataset: str, category: str) -> str:
+    split = category_split(cfg, dataset, category)
+    return _fingerprint([s.path for s in split.test] + [s.mask_path for s in split.test if s.mask_path], split.root)
+
+
+def train_images(split: CategorySplit, size: int) -> np.ndarray:
+    """(N, size, size, 3) uint8; raises DatasetError naming any unreadable file."""
+    if not split.train:
+        raise DatasetError(f"{split.root}/{split.category}: no training images")
+    return load_batch(split.train, size)
+
+
+def foreground_masks(images: np.ndarray, dataset: str, category: str, enabled: bool = True) -> np.ndarray:
+    """(N, H, W) bool foreground per image, so that synthetic anomalies land on the object."""
+    if not enabled:
+        return np.ones(images.shape[:3], dtype=bool)
+    return np.stack([foreground_mask(img, dataset, category) for img in images])
+
+
+def test_masks(split: CategorySplit, size: int) -> np.ndarray:
+    """(N, size, size) bool ground truth; normal images get an empty mask."""
+    out = np.zeros((len(split.test), size, size), dtype=bool)
+    for i, sample in enumerate(split.test):
+        if sample.mask_path:
+            out[i] = resize_mask(read_mask(sample.mask_path), size)
+    return out
+
+
+def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div_(255)

@@ -1,0 +1,49 @@
+"""Save, load and run a trained RealNet (used by train_realnet, evaluate and ``realnet predict``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from realnet_core.features.backbones import build_backbone
+from realnet_core.model.realnet import RealNet
+from stages.common import autocast
+from storage.checkpoints import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
+
+BUNDLE = "realnet.pt"
+
+
+def save_bundle(path: Path, model: RealNet, backbone: str, backbone_weights: str | None, image_size: int) -> None:
+    save_checkpoint({"kind": "realnet", "model": model.config(), "state_dict": model.state_dict(),
+                     "backbone": backbone, "backbone_weights": backbone_weights, "image_size": image_size}, path)
+
+
+def resolve_bundle(model: str | Path) -> Path:
+    """An artifact folder or a checkpoint file -> the checkpoint file."""
+    p = Path(model)
+    if p.is_dir():
+        p = p / BUNDLE
+    if not p.is_file():
+        raise FileNotFoundError(f"no RealNet checkpoint at {model} (give a train_realnet artifact or {BUNDLE})")
+    return p
+
+
+def load_bundle(model: str | Path, device: torch.device) -> tuple[torch.nn.Module, RealNet, dict[str, Any]]:
+    path = resolve_bundle(model)
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "realnet":
+        raise CheckpointError(f"{path}: not a RealNet checkpoint (no 'kind: realnet' entry)")
+    net = RealNet.from_config(ckpt["model"])
+    load_state_into(net, ckpt["state_dict"], str(path))
+    backbone = build_backbone(ckpt["backbone"], ckpt.get("backbone_weights"))
+    return backbone.to(device), net.to(device).eval(), ckpt
+
+
+@torch.no_grad()
+def anomaly_maps(backbone: torch.nn.Module, net: RealNet, images: torch.Tensor, bf16: bool = True) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W) anomaly probability at the input size."""
+    with autocast(images.device, bf16):
+        out = net(backbone(images), out_size=tuple(images.shape[-2:]))
+    return out["anomaly_map"].float()

@@ -1,0 +1,66 @@
+"""Stage 3: Anomaly-aware Features Selection (AFS, paper sec. 3.2, Eq. 4).
+
+Scores every channel of the four backbone layers by how well its squared feature difference between
+a synthetic anomaly and its normal image matches the anomaly mask, over ``afs.batches`` x
+``afs.batch_size`` images, and keeps the ``afs.dims`` lowest-loss channels per layer.
+Writes ``afs.parquet``: one row per (layer, channel) with loss, rank and selected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import torch
+
+from realnet_core.config import Config
+from realnet_core.features.afs import AFSAccumulator, afs_table, select_channels
+from realnet_core.features.backbones import build_backbone
+from stages.anomalies import load_training_data, synth_kwargs
+from stages.common import StageContext, autocast, seed_generator
+from stages.inputs import train_fingerprint
+from storage.tables import write_table
+
+NAME = "select_features"
+VERSION = "1"
+
+
+def key_config(cfg: Config) -> dict[str, Any]:
+    return {"afs": cfg.section("afs"), "synthesis": cfg.section("synthesis"), "image_size": cfg.data.image_size}
+
+
+def fingerprint(cfg: Config, dataset: str, category: str) -> str:
+    return train_fingerprint(cfg, dataset, category)
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.cfg.afs
+    backbone = build_backbone(cfg.backbone, cfg.backbone_weights).to(ctx.device)
+    data = load_training_data(ctx)
+    acc = AFSAccumulator(backbone.channels)
+    gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, "afs")
+    bar = ctx.progress(cfg.batches * cfg.batch_size, "select_features", unit="img")
+    with torch.no_grad():
+        for _ in range(cfg.batches):
+            # Every AFS sample carries an anomaly: a normal one would only dilute Eq. 4.
+            normal, aug, mask = data.batch(cfg.batch_size, gen, 0.0, synth_kwargs(ctx.cfg))
+            with autocast(ctx.device, ctx.cfg.runtime.bf16):
+                feats_a, feats_n = backbone(aug), backbone(normal)
+            acc.update([f.float() for f in feats_a], [f.float() for f in feats_n], mask)
+            bar.update(cfg.batch_size)
+    bar.close()
+    losses = acc.losses()
+    selected = select_channels(losses, cfg.dims)
+    table = afs_table(losses, selected, [f"layer{i + 1}" for i in range(len(losses))])
+    table.insert(0, "category", ctx.category)
+    table.insert(0, "dataset", ctx.dataset)
+    write_table(table, ctx.workdir / "afs.parquet")
+    return {"backbone": cfg.backbone, "channels": list(backbone.channels), "dims": list(cfg.dims),
+            "images": cfg.batches * cfg.batch_size}
+
+
+def read_selection(afs_dir: str) -> list[torch.Tensor]:
+    """The selected channel indices per layer, in layer order, from an AFS artifact."""
+    df = pd.read_parquet(f"{afs_dir}/afs.parquet")
+    layers = sorted(df["layer"].unique(), key=lambda s: int(str(s).removeprefix("layer")))
+    return [torch.as_tensor(sorted(df[(df.layer == lay) & df.selected].channel.tolist())) for lay in layers]

@@ -1,0 +1,109 @@
+"""Stage 4: train the reconstruction networks and the discriminator (paper Eq. 5 and 6).
+
+Each step blends synthetic anomalies into half of a batch of training images, reconstructs the
+AFS-selected features of every layer, selects residuals with RRS and segments them.
+Never looks at the test set: the weights kept are those of the last epoch.
+Outputs ``realnet.pt``, ``train_log.parquet`` and ``synthetic_batch.png``; resumes from ``train_state.pt``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from realnet_core.config import Config
+from realnet_core.features.backbones import build_backbone
+from realnet_core.model.realnet import RealNet
+from realnet_core.viz import make_grid, write_png
+from stages.anomalies import load_training_data, synth_kwargs
+from stages.common import StageContext, autocast, seed_generator
+from stages.inputs import train_fingerprint
+from stages.realnet_io import BUNDLE, save_bundle
+from stages.select_features import read_selection
+from storage.checkpoints import load_checkpoint, save_checkpoint
+from storage.tables import write_table
+
+NAME = "train_realnet"
+VERSION = "1"
+
+
+def key_config(cfg: Config) -> dict[str, Any]:
+    return {"train": cfg.section("train"), "synthesis": cfg.section("synthesis"), "image_size": cfg.data.image_size}
+
+
+def fingerprint(cfg: Config, dataset: str, category: str) -> str:
+    return train_fingerprint(cfg, dataset, category)
+
+
+def build_model(cfg: Config, channels: list[int], selected: list[torch.Tensor]) -> RealNet:
+    recon = {"channel_mult": tuple(cfg.train.recon_channel_mult), "num_res_blocks": cfg.train.recon_res_blocks}
+    return RealNet(channels, selected, ratio=cfg.train.rrs_ratio, recon_kwargs=recon)
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg, dev = ctx.cfg.train, ctx.device
+    backbone = build_backbone(ctx.cfg.afs.backbone, ctx.cfg.afs.backbone_weights).to(dev)
+    selected = read_selection(ctx.upstream_path("select_features"))
+    net = build_model(ctx.cfg, list(backbone.channels), selected).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    data = load_training_data(ctx)
+    gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, "train_realnet")
+    steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(len(data.images) / cfg.batch_size))
+    kwargs = synth_kwargs(ctx.cfg)
+
+    state_path, epoch, log = ctx.workdir / "train_state.pt", 0, []
+    if state_path.exists():  # resume after a kill
+        state = load_checkpoint(state_path)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["rng"])
+        epoch, log = int(state["epoch"]), list(state["log"])
+
+    total = cfg.epochs * steps_per_epoch
+    bar = ctx.progress(total, "train_realnet", unit="step")
+    bar.update(epoch * steps_per_epoch)
+    t0 = time.perf_counter()
+    net.train()
+    while epoch < cfg.epochs:
+        sums = np.zeros(3)
+        for _ in range(steps_per_epoch):
+            normal, aug, mask = data.batch(cfg.batch_size, gen, ctx.cfg.synthesis.normal_fraction, kwargs)
+            with torch.no_grad(), autocast(dev, ctx.cfg.runtime.bf16):
+                feats_a, feats_n = backbone(aug), backbone(normal)
+            with autocast(dev, ctx.cfg.runtime.bf16):
+                out = net([f.float() for f in feats_a], [f.float() for f in feats_n], out_size=aug.shape[-2:])
+                loss = net.loss(out, mask)
+            opt.zero_grad(set_to_none=True)
+            loss["total"].backward()
+            opt.step()
+            sums += [float(loss["total"]), float(loss["recon"]), float(loss["seg"])]
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss['total']):.4f}",
+                            steps_s=f"{(bar.n - bar.initial) / (time.perf_counter() - t0):.2f}")
+        epoch += 1
+        mean = sums / steps_per_epoch
+        log.append({"epoch": epoch, "loss": mean[0], "recon": mean[1], "seg": mean[2]})
+        if epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
+            save_checkpoint({"model": net.state_dict(), "opt": opt.state_dict(), "rng": gen.get_state(),
+                             "epoch": epoch, "log": log}, state_path)
+    bar.close()
+
+    save_bundle(ctx.workdir / BUNDLE, net, ctx.cfg.afs.backbone, ctx.cfg.afs.backbone_weights, data.size)
+    write_table(pd.DataFrame(log), ctx.workdir / "train_log.parquet")
+    _synthetic_preview(ctx, data, kwargs)
+    state_path.unlink(missing_ok=True)
+    return {"epochs": epoch, "steps": epoch * steps_per_epoch, "final_loss": log[-1]["loss"] if log else None}
+
+
+def _synthetic_preview(ctx: StageContext, data, kwargs: dict) -> None:
+    """What the model was trained on: synthetic anomalies (top) and their masks (bottom)."""
+    gen = seed_generator(0, "preview")
+    _, aug, mask = data.batch(8, gen, 0.0, kwargs)
+    top = (aug.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    bottom = (mask.repeat(1, 3, 1, 1) * 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    write_png(ctx.workdir / "synthetic_batch.png", make_grid(np.concatenate([top, bottom]), nrow=8))

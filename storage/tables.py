@@ -1,0 +1,67 @@
+"""Parquet tables: atomic writes inside an artifact, and `load(name)` to browse one table across
+every complete artifact of the store as a single DataFrame (e.g. `load("metrics")`)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+from .names import safe_name
+from .store import Store, StoreError
+
+ID_COLUMNS = ["stage", "dataset", "category", "artifact_key"]
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write `df` as Parquet (pyarrow) to a local path, via a temp file and os.replace."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        df.to_parquet(tmp, engine="pyarrow")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a Parquet table from a local path or an fsspec URL."""
+    return pd.read_parquet(str(path), engine="pyarrow")
+
+
+def load(
+    name: str, root: str = "artifacts", *, stage: str | None = None, latest: bool = True
+) -> pd.DataFrame:
+    """Concatenate `<name>.parquet` from every complete artifact under `root` (optionally one stage).
+
+    Adds stage, dataset, category and artifact_key columns unless the table has them already.
+    With `latest=True` only the newest artifact (manifest `created`) of each
+    (stage, dataset, category) counts, so a rerun after a config change replaces the old rows.
+    """
+    filename = f"{safe_name(name, 'table')}.parquet"
+    store = Store(root)
+    if not store.root_exists():
+        raise StoreError(f"artifact root {root!r} does not exist")
+    found = []
+    for ref in store.list(stage=stage):
+        if store.has_file(ref, filename):
+            found.append((store.manifest(ref)["created"], ref))
+    if latest:
+        newest = {}
+        for created, ref in sorted(found, key=lambda t: (pd.Timestamp(t[0]), t[1].key)):
+            newest[(ref.stage, ref.dataset, ref.category)] = (created, ref)
+        found = list(newest.values())
+    frames = []
+    for _, ref in sorted(found, key=lambda t: (t[1].stage, t[1].dataset, t[1].category, t[0])):
+        with store.open(ref, filename) as f:
+            df = pd.read_parquet(f, engine="pyarrow")
+        ids = {"stage": ref.stage, "dataset": ref.dataset, "category": ref.category, "artifact_key": ref.key}
+        for pos, (col, value) in enumerate(ids.items()):
+            if col not in df.columns:
+                df.insert(min(pos, len(df.columns)), col, value)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in ID_COLUMNS})
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,40 @@
+"""CUDA-only checks (skipped on CPU-only machines such as CI)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from realnet_core.diffusion.gaussian_diffusion import get_named_beta_schedule
+from realnet_core.diffusion.respace import SpacedDiffusion, space_timesteps
+from realnet_core.diffusion.sdas import sdas_sample
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_cpu_generator_gives_the_same_images_on_cuda(tiny_unet, perturb):
+    torch.manual_seed(0)
+    model = perturb(tiny_unet()).eval()
+    d = SpacedDiffusion(space_timesteps(1000, "ddim20"), get_named_beta_schedule("linear", 1000))
+    shape = (2, 3, 16, 16)
+    cpu = sdas_sample(model, d, shape, 0.15, generator=torch.Generator().manual_seed(1))
+    gpu = sdas_sample(model.cuda(), d, shape, 0.15, generator=torch.Generator().manual_seed(1))
+    assert gpu.device.type == "cuda"
+    # TF32 convolutions on the GPU allow small differences.
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=2e-2)
+    low = sdas_sample(model, d, shape, 0.15, generator=torch.Generator().manual_seed(1),
+                      autocast_dtype=torch.bfloat16)
+    assert low.dtype == torch.float32 and torch.isfinite(low).all()
+
+
+def test_training_step_on_cuda_with_bf16(tiny_unet):
+    model = tiny_unet(num_classes=3).cuda()
+    d = SpacedDiffusion(range(1000), get_named_beta_schedule("linear", 1000))
+    x0 = torch.rand(4, 3, 16, 16, device="cuda") * 2 - 1
+    t = torch.tensor([0, 10, 500, 999], device="cuda")
+    y = torch.tensor([0, 1, 2, 0], device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        losses = d.training_losses(model, x0, t, model_kwargs={"y": y})
+    assert losses["loss"].dtype == torch.float32
+    losses["loss"].mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

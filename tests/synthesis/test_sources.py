@@ -1,0 +1,91 @@
+"""Tests for the anomaly sources."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from realnet_core.synthesis.blend import synthesize
+from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource, build_source
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _images(n: int = 6, size: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def _check(x: torch.Tensor, n: int, size: int) -> None:
+    assert x.shape == (n, 3, size, size)
+    assert x.dtype == torch.float32
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+
+
+def test_sia_from_numpy_exact_values():
+    imgs = _images(5)
+    src = SIASource(imgs)
+    x = src.sample(7, _gen(1))
+    _check(x, 7, 32)
+    # Every sample is one of the stored images, exactly.
+    as_u8 = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for s in as_u8:
+        assert any(np.array_equal(s, im) for im in imgs)
+    assert torch.equal(x, src.sample(7, _gen(1)))
+
+
+def test_sia_from_zarr_and_resize(tmp_path):
+    imgs = _images(10, 32, seed=2)
+    arr = zarr.create_array(
+        store=str(tmp_path / "sia.zarr"), shape=imgs.shape, chunks=(1, 32, 32, 3), dtype="uint8"
+    )
+    arr[:] = imgs
+    src = build_source("sia", array=zarr.open_array(str(tmp_path / "sia.zarr"), mode="r"))
+    x = src.sample(12, _gen(3))  # more samples than images: repeated indices
+    y = SIASource(imgs).sample(12, _gen(3))
+    assert torch.equal(x, y)
+    _check(src.sample(4, _gen(3), size=16), 4, 16)
+
+
+def test_texture_source(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "a" / "t1.png"), rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    cv2.imwrite(str(tmp_path / "a" / "b" / "t2.jpg"), rng.integers(0, 256, (80, 50, 3), dtype=np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    src = build_source("texture", folder=tmp_path)
+    assert len(src) == 2
+    x = src.sample(5, _gen(4), size=24)
+    _check(x, 5, 24)
+    assert torch.equal(x, src.sample(5, _gen(4), size=24))
+
+
+def test_texture_source_empty_folder_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        TextureSource(tmp_path)
+
+
+def test_cutpaste_source_displaced_content():
+    imgs = _images(4, 32, seed=5)
+    src = CutPasteSource(imgs)
+    x = src.sample(6, _gen(6))
+    _check(x, 6, 32)
+    assert torch.equal(x, src.sample(6, _gen(6)))
+    _check(src.sample(3, _gen(6), size=16), 3, 16)
+    # A structured image: blending a displaced copy under a mask changes the masked pixels.
+    yy, xx = np.mgrid[0:32, 0:32]
+    smooth = np.stack([yy * 8, xx * 8, (yy + xx) * 4], -1).astype(np.uint8)[None].repeat(2, 0)
+    src = CutPasteSource(smooth, brightness=0, contrast=0, saturation=0)
+    p = src.sample(2, _gen(7))
+    base = torch.from_numpy(smooth).permute(0, 3, 1, 2).float() / 255
+    assert (p - base).abs().mean() > 0.05
+    aug, masks = synthesize(base, p, None, generator=_gen(8), normal_fraction=0.0)
+    changed = (aug != base).any(dim=1, keepdim=True)
+    assert changed.sum() > 0.9 * masks.sum()
+
+
+def test_build_source_unknown():
+    with pytest.raises(ValueError, match="cutpaste"):
+        build_source("nsa_but_misspelt")

@@ -1,0 +1,66 @@
+"""Config profiles, overrides and the errors that name the bad key or value."""
+
+import pytest
+
+from realnet_core.config import Config, ConfigError, load_config
+
+
+def test_paper_profile_holds_the_paper_settings():
+    cfg = load_config("paper")
+    assert cfg.data.image_size == 256
+    assert cfg.afs.backbone == "wide_resnet50_2"
+    assert cfg.afs.dims == [256, 512, 512, 256]
+    assert cfg.afs.batches * cfg.afs.batch_size == 1024
+    assert cfg.sia.num_images == 10000 and cfg.sia.strength == (0.1, 0.2) and cfg.sia.sampling_steps == 20
+    assert cfg.diffusion.channel_mult == [1, 1, 2, 2, 4, 4] and cfg.diffusion.num_channels == 256
+    assert cfg.train.batch_size == 16 and cfg.train.lr == pytest.approx(1e-4)
+    assert cfg.train.rrs_ratio == pytest.approx(1 / 3)
+    assert cfg.evaluate.pool_size == 16 and cfg.evaluate.pro_fpr_limit == pytest.approx(0.3)
+
+
+def test_demo_profile_uses_the_offline_backbone():
+    cfg = load_config("demo")
+    assert cfg.profile == "demo"
+    assert cfg.afs.backbone == "efficientnet_lite0"
+    assert cfg.data.dataset == "demo"
+
+
+def test_override_parses_yaml_values():
+    cfg = load_config("paper", ["afs.dims=[128,256,256,128]", "sia.strength=[0.05, 0.3]", "train.epochs=5"])
+    assert cfg.afs.dims == [128, 256, 256, 128]
+    assert cfg.sia.strength == (0.05, 0.3)
+    assert cfg.train.epochs == 5
+
+
+@pytest.mark.parametrize("override, named", [
+    ("afs.dimz=[1,2,3,4]", "afs.dimz: unknown key"),
+    ("sia.strength=[0.3,0.1]", "sia.strength"),
+    ("train.epochs=0", "train.epochs"),
+    ("afs.dims=[1,2]", "afs.dims"),
+    ("bogus.key=1", "bogus: unknown key"),
+    ("synthesis.delta=[0.5,1.5]", "synthesis.delta"),
+])
+def test_bad_keys_and_values_are_named(override, named):
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[")):
+        load_config("demo", [override])
+
+
+def test_override_without_equals_is_rejected():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config("demo", ["afs.dims"])
+
+
+def test_unknown_profile_is_named():
+    with pytest.raises(ConfigError, match="unknown profile 'nope'"):
+        load_config("nope")
+
+
+def test_texture_source_needs_a_root():
+    with pytest.raises(ConfigError, match="texture_root"):
+        load_config("demo", ["synthesis.source=texture"])
+
+
+def test_runtime_is_not_part_of_any_stage_section():
+    cfg = Config()
+    for name in ("diffusion", "sia", "afs", "train", "evaluate"):
+        assert "device" not in cfg.section(name)
