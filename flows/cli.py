@@ -129,8 +129,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="mvtec, visa, mpdd, btad or demo")
     p.add_argument("--data-root", help="root folder of --dataset")
     p.add_argument("--category", action="append", help="category to run (repeatable); 'all' for all 36")
-    p.add_argument("--artifacts", help="artifact root: folder or fsspec URL (default $REALNET_ARTIFACTS or ./artifacts)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. afs.dims=[128,256,256,128]")
+    p.add_argument("--artifacts",
+                   help="artifact root: folder or fsspec URL (default $REALNET_ARTIFACTS or ./artifacts)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="config override, e.g. afs.dims=[128,256,256,128]")
     p.add_argument("--json", action="store_true", help="print machine-readable output")
 
 

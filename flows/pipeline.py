@@ -13,14 +13,15 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.graph import resolve_targets, summary_rows, walk
 from flows.gpu import shared_pool, visible_devices
+from flows.graph import resolve_targets, summary_rows, walk
 from flows.reports import publish_reports
 from flows.runner import artifacts_root, make_config
 from realnet_core.config import Config
 from stages import dag
 from stages.common import execute
 from storage.store import ArtifactRef, Store
+
 
 def run_stage_now(stage: str, cfg: Config, artifacts: str, dataset: str, category: str,
                   upstream: dict[str, dict[str, Any]], force: bool, devices: list[str]) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from flows.graph import resolve_targets, summary_rows, walk
 from flows.gpu import visible_devices
+from flows.graph import resolve_targets, summary_rows, walk
 from realnet_core.config import Config, load_config
 from stages import dag
 from stages.common import stage_ref
