@@ -89,21 +89,41 @@ def realnet(categories: list[str] | None = None, dataset: str | None = None,
 
 
 def _ray_graph(cfg: Config, targets, root: str, forced: set[str]) -> dict:
-    """The same graph on a Ray cluster (``runtime.ray_address``, or a local Ray when unset)."""
+    """The same graph on a Ray cluster (``runtime.ray_address``, or a local Ray when unset).
+
+    Ray workers do not share this process's working directory, so local paths (artifact root,
+    dataset roots) are made absolute first; on a multi-machine cluster they must lie on storage
+    every node mounts at the same path, or be fsspec URLs.
+    """
     try:
         from prefect_ray import RayTaskRunner
     except ImportError as exc:
         raise RuntimeError("runtime.task_runner=ray needs the ray extra: pip install 'realnet-pipeline[ray]'") from exc
-    import torch
-
-    gpu = torch.cuda.is_available()
-    runner = RayTaskRunner(address=cfg.runtime.ray_address) if cfg.runtime.ray_address else RayTaskRunner()
-    options = {"num_gpus": 1} if gpu else {"num_cpus": 1}
-    # Ray gives each task its own GPU through CUDA_VISIBLE_DEVICES, so inside a task it is "cuda".
-    devices = ["cuda"] if gpu else ["cpu"]
+    root = _absolute(root)
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.roots = {ds: _absolute(p) for ds, p in cfg.data.roots.items()}
+    address = cfg.runtime.ray_address
+    if address:
+        runner = RayTaskRunner(address=address)
+    else:  # a throwaway local instance: no dashboard to start and serve
+        runner = RayTaskRunner(init_kwargs={"include_dashboard": False})
 
     @flow(name="realnet-ray-graph", task_runner=runner)
     def graph() -> dict:
+        import ray  # connected by now: the runner starts before the flow body
+
+        gpu = ray.cluster_resources().get("GPU", 0) >= 1
+        options = {"num_gpus": 1} if gpu else {"num_cpus": 1}
+        # Ray gives each task its own GPU through CUDA_VISIBLE_DEVICES, so inside a task it is "cuda".
+        devices = ["cuda"] if gpu else ["cpu"]
         return _submit_all(cfg, targets, root, forced, devices, options)
 
     return graph()
+
+
+def _absolute(path: str) -> str:
+    if "://" in path:
+        return path
+    from pathlib import Path
+
+    return str(Path(path).expanduser().resolve())

@@ -53,9 +53,29 @@ def run_pipeline(categories: list[str] | None = None, dataset: str | None = None
     if use_prefect:
         from flows.pipeline import realnet
 
-        return realnet(categories=categories, dataset=dataset, data_roots=data_roots, profile=profile,
-                       overrides=overrides, rerun=rerun, artifacts=artifacts)
+        with _patient_ephemeral_server():
+            return realnet(categories=categories, dataset=dataset, data_roots=data_roots, profile=profile,
+                           overrides=overrides, rerun=rerun, artifacts=artifacts)
     return run_direct(cfg, categories, dataset, rerun, artifacts)
+
+
+EPHEMERAL_STARTUP_TIMEOUT_S = 120
+
+
+def _patient_ephemeral_server():
+    """Give Prefect's temporary server more than its default 20 s to start.
+
+    A fresh PREFECT_HOME migrates its SQLite database on the first start, which on a busy
+    two-core machine takes longer than 20 s, and `realnet run` then fails before any stage ran.
+    An explicit PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS still wins.
+    """
+    import contextlib
+
+    if os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
+        return contextlib.nullcontext()
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    return temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_TIMEOUT_S})
 
 
 def run_direct(cfg: Config, categories: list[str] | None = None, dataset: str | None = None,

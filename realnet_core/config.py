@@ -43,6 +43,10 @@ class DiffusionConfig(_Section):
     noise_schedule: Literal["linear", "cosine"] = "linear"
     diffusion_steps: int = Field(1000, ge=10)
     init_checkpoint: str | None = None
+    # Subtract the training set's mean colour before diffusion. A small model trained for minutes then
+    # gets the colour right at once and spends its steps on texture. Off for the paper profile, whose
+    # ImageNet initialisation expects plain [-1, 1] images.
+    center: bool = False
     lr: float = Field(1e-4, gt=0)
     batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1)

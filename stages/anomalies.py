@@ -15,7 +15,7 @@ from realnet_core.synthesis.blend import synthesize
 from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource
 from stages.common import StageContext
 from stages.inputs import category_split, foreground_masks, to_tensor, train_images
-from storage.arrays import open_image_array
+from storage.arrays import ArrayCorruptError, open_image_array
 
 
 def needs_sia(cfg) -> bool:
@@ -40,6 +40,27 @@ class TrainingData:
         return normal, aug, mask
 
 
+class _CheckedSIASource(SIASource):
+    """An SIA source whose read errors name the Zarr array (zarr itself only says e.g. 'checksum')."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            array = open_image_array(path)
+        except Exception as e:
+            raise ArrayCorruptError(f"cannot open SIA images {path}/images: {e}") from e
+        super().__init__(array)
+
+    def _read(self, indices: np.ndarray) -> np.ndarray:
+        try:
+            return super()._read(indices)
+        except Exception as e:
+            raise ArrayCorruptError(
+                f"SIA images {self.path}/images are corrupt or truncated (reading images "
+                f"{indices[:8].tolist()}): {e}; rerun with --rerun generate_sia"
+            ) from e
+
+
 def load_training_data(ctx: StageContext) -> TrainingData:
     cfg = ctx.cfg
     size = cfg.data.image_size
@@ -47,7 +68,7 @@ def load_training_data(ctx: StageContext) -> TrainingData:
     imgs = train_images(split, size)
     fg = foreground_masks(imgs, ctx.dataset, ctx.category, cfg.synthesis.use_foreground)
     if cfg.synthesis.source == "sia":
-        source = SIASource(open_image_array(f"{ctx.upstream_path('generate_sia')}/sia.zarr"))
+        source = _CheckedSIASource(f"{ctx.upstream_path('generate_sia')}/sia.zarr")
     elif cfg.synthesis.source == "texture":
         source = TextureSource(cfg.synthesis.texture_root)
     else:

@@ -50,8 +50,11 @@ class StageContext:
 
     def progress(self, total: int, desc: str, unit: str = "it") -> tqdm:
         label = f"{self.dataset}/{self.category} {desc}"
-        return tqdm(total=total, desc=label, unit=unit, disable=not self.cfg.runtime.progress,
-                    dynamic_ncols=True, leave=False)
+        bar = tqdm(total=total, desc=label, unit=unit, disable=not self.cfg.runtime.progress,
+                   dynamic_ncols=True, leave=False)
+        if not hasattr(bar, "initial"):  # a disabled tqdm skips most of __init__; stages read bar.initial
+            bar.initial = bar.n
+        return bar
 
 
 @dataclass(frozen=True)

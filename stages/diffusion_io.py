@@ -31,7 +31,7 @@ def unet_flags(cfg: DiffusionConfig, num_classes: int | None = None) -> dict[str
 
 
 def build_unet(flags: dict[str, Any]) -> torch.nn.Module:
-    return create_unet(**flags)
+    return create_unet(**{k: v for k, v in flags.items() if k != "center"})
 
 
 def load_init(model: torch.nn.Module, path: str) -> None:
@@ -46,7 +46,7 @@ def load_init(model: torch.nn.Module, path: str) -> None:
 
 def load_ema(path: str, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any], list[str]]:
     ckpt = load_checkpoint(path)
-    flags = dict(ckpt["flags"])
+    flags = {**ckpt["flags"], "center": list(ckpt.get("center", [0.0, 0.0, 0.0]))}
     model = build_unet(flags)
     try:
         model.load_state_dict(ckpt["ema"])
@@ -74,5 +74,7 @@ def sample(model: torch.nn.Module, flags: dict[str, Any], cfg: DiffusionConfig, 
     with autocast(device, bf16):
         x = sdas_sample(model, diffusion, (n, 3, size, size), strength, generator=generator, device=device,
                         model_kwargs=kwargs, cond_fn=cond_fn, ddim=ddim)
-    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    # Images were centred on the training mean colour (if diffusion.center); add it back.
+    x = x.float() + torch.tensor(flags.get("center", [0.0, 0.0, 0.0]), device=x.device).view(1, 3, 1, 1)
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()

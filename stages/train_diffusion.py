@@ -57,9 +57,15 @@ def _training_set(ctx: StageContext) -> tuple[torch.Tensor, torch.Tensor | None,
     return x, y, cats
 
 
+def _center(data: torch.Tensor, enabled: bool) -> list[float]:
+    return data.mean(dim=(0, 2, 3)).tolist() if enabled else [0.0, 0.0, 0.0]
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg, dev = ctx.cfg.diffusion, ctx.device
     data, labels, cats = _training_set(ctx)
+    center = _center(data, cfg.center)
+    data = data - torch.tensor(center).view(1, 3, 1, 1)
     flags = diffusion_io.unet_flags(cfg, num_classes=len(cats) if labels is not None else None)
     model = diffusion_io.build_unet(flags).to(dev)
     if cfg.init_checkpoint:
@@ -77,6 +83,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         opt.load_state_dict(state["opt"])
         gen.set_state(state["rng"])
         step, log = int(state["step"]), list(state["log"])
+    resumed_from = step  # recorded in the manifest: 0 for a fresh start
 
     bar = ctx.progress(cfg.steps, "train_diffusion", unit="step")
     bar.update(step)
@@ -94,7 +101,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 losses = diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise)
             loss = losses["loss"].float().mean() / cfg.grad_accum
             loss.backward()
-            total += float(loss)
+            total += float(loss.detach())
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         _ema_update(ema, model, cfg.ema_rate)
@@ -107,12 +114,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
                              "rng": gen.get_state(), "step": step, "log": log}, state_path)
     bar.close()
 
-    save_checkpoint({"flags": flags, "categories": cats, "ema": ema.state_dict()}, ctx.workdir / "ema.pt")
+    save_checkpoint({"flags": flags, "categories": cats, "center": center, "ema": ema.state_dict()},
+                    ctx.workdir / "ema.pt")
     write_table(pd.DataFrame(log), ctx.workdir / "loss_log.parquet")
-    _sample_grid(ctx, ema, flags, cats)
+    _sample_grid(ctx, ema, {**flags, "center": center}, cats)
     state_path.unlink(missing_ok=True)
     return {"steps": step, "final_loss": float(np.mean([r["loss"] for r in log[-50:]])) if log else None,
-            "categories": cats, "train_images": int(n)}
+            "categories": cats, "train_images": int(n), "resumed_from_step": resumed_from}
 
 
 @torch.no_grad()

@@ -63,6 +63,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         opt.load_state_dict(state["opt"])
         gen.set_state(state["rng"])
         epoch, log = int(state["epoch"]), list(state["log"])
+    resumed_from = epoch  # recorded in the manifest: 0 for a fresh start
 
     total = cfg.epochs * steps_per_epoch
     bar = ctx.progress(total, "train_realnet", unit="step")
@@ -87,7 +88,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                             steps_s=f"{(bar.n - bar.initial) / (time.perf_counter() - t0):.2f}")
         epoch += 1
         mean = sums / steps_per_epoch
-        log.append({"epoch": epoch, "loss": mean[0], "recon": mean[1], "seg": mean[2]})
+        # Plain floats: numpy scalars would make train_state.pt unloadable with weights_only=True.
+        log.append({"epoch": epoch, "loss": float(mean[0]), "recon": float(mean[1]), "seg": float(mean[2])})
         if epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
             save_checkpoint({"model": net.state_dict(), "opt": opt.state_dict(), "rng": gen.get_state(),
                              "epoch": epoch, "log": log}, state_path)
@@ -97,7 +99,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     write_table(pd.DataFrame(log), ctx.workdir / "train_log.parquet")
     _synthetic_preview(ctx, data, kwargs)
     state_path.unlink(missing_ok=True)
-    return {"epochs": epoch, "steps": epoch * steps_per_epoch, "final_loss": log[-1]["loss"] if log else None}
+    return {"epochs": epoch, "steps": epoch * steps_per_epoch, "final_loss": log[-1]["loss"] if log else None,
+            "resumed_from_epoch": resumed_from}
 
 
 def _synthetic_preview(ctx: StageContext, data, kwargs: dict) -> None:

@@ -98,6 +98,40 @@ def _pid_alive(pid: Any) -> bool:
     return True
 
 
+def _pid_space() -> str | None:
+    """This machine's boot and pid namespace: two processes with equal values see the same pids.
+
+    Hostnames alone do not say that (containers often share one), so a dead pid only proves a dead
+    lock holder when this matches too. None where /proc is unavailable (not Linux).
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
+def _proc_start(pid: int) -> str | None:
+    """Start time (clock ticks since boot) of process `pid`, to tell it from a later one reusing the pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _holder_died_here(held: dict[str, Any]) -> bool:
+    """True when the lock holder certainly ran in our pid namespace on this boot, and is gone."""
+    space = held.get("pid_space")
+    if not space or held.get("host") != socket.gethostname() or space != _pid_space():
+        return False
+    pid = held.get("pid")
+    if not _pid_alive(pid):
+        return True
+    started = held.get("pid_start")
+    return started is not None and _proc_start(pid) not in (None, started)  # the pid was reused
+
+
 class Store:
     """Artifacts under `root`: a local folder or an fsspec URL (file://, memory://, s3://, gs://...)."""
 
@@ -204,8 +238,7 @@ class Store:
     def local_copy(self, ref: ArtifactRef, cache_dir: str | os.PathLike | None = None) -> Path:
         """A local folder with the artifact: the folder itself for local roots, else a cached download."""
         if self.local:
-            if not self.exists(ref):
-                self.manifest(ref)  # raises the clear "missing or incomplete" error
+            self.verify(ref)  # also raises the clear "missing or incomplete" error
             return Path(self._folder(ref))
         dest = self._cache_base(cache_dir) / "artifacts" / ref.stage / ref.dataset / ref.category / ref.key
         if (dest / MANIFEST).exists():
@@ -222,6 +255,24 @@ class Store:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return dest
+
+    def verify(self, ref: ArtifactRef) -> None:
+        """Raise StoreError naming the file if any file listed in the manifest is missing or has
+        another size than when it was published (a truncated copy, a disk that filled up...).
+        Costs one stat per file, so every stage checks its upstream artifacts before reading them."""
+        folder = self._folder(ref)
+        for entry in self.manifest(ref).get("files", []):
+            path = f"{folder}/{entry['path']}"
+            try:
+                size = self.fs.size(path)
+            except FileNotFoundError:
+                size = None
+            if size != entry.get("size", size):
+                found = "is missing" if size is None else f"has {size} bytes"
+                raise StoreError(
+                    f"artifact {self._url(folder)} is damaged: {self._url(path)} {found}, its manifest "
+                    f"says {entry['size']} bytes; rerun with --rerun {ref.stage} to rebuild it"
+                )
 
     def remove(self, ref: ArtifactRef) -> None:
         """Delete an artifact (for a forced rerun): the manifest goes first, so it stops existing at once."""
@@ -293,6 +344,12 @@ class Store:
             staging = Path(tempfile.mkdtemp(prefix=f"realnet-{ref.key}-"))
         try:
             yield staging
+            if from_scratch:
+                # Temp files of atomic writes that a killed attempt left behind (save_checkpoint,
+                # write_table, ShardProgress all write `*.tmp` then rename) are not part of the artifact.
+                for junk in staging.rglob("*.tmp"):
+                    if junk.is_file():
+                        junk.unlink()
             manifest = self._manifest_for(ref, meta, staging, checksums)
             if self.local:
                 self._publish_local(ref, staging, manifest)
@@ -374,10 +431,12 @@ class Store:
     ) -> Iterator[None]:
         """Hold `<stage>/<dataset>/<category>/.lock-<key>` (atomic create-if-absent) while the block runs.
 
-        Waits while someone else holds it (raising LockTimeout after `timeout` seconds). A lock
-        older than `stale_after` seconds is broken when its pid is dead on this host, or when it
-        belongs to another host (whose processes we cannot see). Holders refresh the lock's age
-        while they hold it, so a long stage is not mistaken for a dead one.
+        Waits while someone else holds it (raising LockTimeout after `timeout` seconds). A lock whose
+        holder provably died (same boot and pid namespace, pid gone or reused: e.g. a run killed
+        with SIGKILL) is broken at once, so a rerun resumes without waiting. Otherwise a lock older
+        than `stale_after` seconds is broken when its pid is dead on this host, or when it belongs
+        to another host (whose processes we cannot see). Holders refresh the lock's age while they
+        hold it, so a long stage is not mistaken for a dead one.
         """
         parent = self._parent(ref)
         path = f"{parent}/.lock-{safe_name(ref.key, 'key')}"
@@ -412,7 +471,8 @@ class Store:
                     self.fs.rm_file(path)
 
     def _lock_create(self, path: str, token: str) -> bool:
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "token": token}
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "token": token,
+                "pid_space": _pid_space(), "pid_start": _proc_start(os.getpid())}
         data = json.dumps(info).encode()
         try:
             if self.local:
@@ -447,6 +507,8 @@ class Store:
 
     @staticmethod
     def _lock_stale(held: dict[str, Any], age: float, stale_after: float) -> bool:
+        if _holder_died_here(held):
+            return True
         if age <= stale_after:
             return False
         if held.get("host") == socket.gethostname():

@@ -1,0 +1,221 @@
+"""Bad input: one test per case. Each gets one ``realnet: error: ...`` line naming the file, key or
+value at fault, exit code 2, and no half-written artifact (no new manifest, no visible key folder).
+
+Every case runs the real CLI in a child process (see ``_child.py``), so exit codes and stderr are
+those a user sees.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+from reliability._helpers import (
+    STAGES,
+    complete,
+    console_script,
+    manifests,
+    one_line_error,
+    run_args,
+    sets,
+    stage_dir,
+    subprocess_env,
+)
+
+
+def _visible_key_dirs(root: Path) -> list[Path]:
+    return [p for p in root.glob("*/*/*/*") if p.is_dir() and not p.name.startswith(".")] if root.exists() else []
+
+
+def _fails_cleanly(child, root: Path, *expected: str, before: list[Path] | None = None) -> str:
+    line = one_line_error(child)
+    for text in expected:
+        assert text in line, f"{text!r} not in {line!r}"
+    assert manifests(root) == (before or []), "a failed run must not create an artifact"
+    assert len(_visible_key_dirs(root)) == len(before or []), _visible_key_dirs(root)
+    return line
+
+
+def _first_mask(data: Path, category: str = "brick") -> tuple[Path, Path]:
+    """(anomalous test image, its mask) of the first defect type."""
+    mask = sorted((data / category / "ground_truth").glob("*/*_mask.png"))[0]
+    image = data / category / "test" / mask.parent.name / mask.name.replace("_mask", "")
+    assert image.is_file()
+    return image, mask
+
+
+# ---------------------------------------------------------------- dataset
+
+
+def test_missing_dataset_root(realnet, tmp_path):
+    missing = tmp_path / "no_such_dataset"
+    root = tmp_path / "artifacts"
+    child = realnet(["run", "--no-prefect", "--artifacts", str(root), "--data-root", str(missing),
+                     "--dataset", "mvtec", "--category", "bottle", *sets()])
+    _fails_cleanly(child, root, "dataset root for mvtec not found", str(missing))
+
+
+@pytest.mark.parametrize("dataset, category, expected", [
+    ("demo", "bricks", ["unknown category 'bricks' for dataset 'demo'", "did you mean 'brick'"]),
+    ("demoo", "brick", ["unknown dataset 'demoo'", "did you mean 'demo'"]),
+])
+def test_unknown_category_or_dataset(realnet, demo_data, tmp_path, dataset, category, expected):
+    root = tmp_path / "artifacts"
+    child = realnet(["run", "--no-prefect", "--artifacts", str(root), "--data-root", str(demo_data),
+                     "--dataset", dataset, "--category", category, *sets()])
+    _fails_cleanly(child, root, *expected)
+
+
+def test_empty_train_good(realnet, data_copy, tmp_path):
+    train = data_copy / "brick" / "train" / "good"
+    for f in train.iterdir():
+        f.unlink()
+    root = tmp_path / "artifacts"
+    child = realnet(run_args(root, data_copy))
+    _fails_cleanly(child, root, "train folder for demo/brick has no images", str(train))
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("truncate", "image file is truncated (PNG IEND chunk missing)"),
+    ("garbage", "cannot decode image file"),
+])
+def test_corrupt_or_truncated_image(realnet, data_copy, tmp_path, damage, expected):
+    bad = data_copy / "brick" / "train" / "good" / "003.png"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00not an image" * 50)
+    root = tmp_path / "artifacts"
+    child = realnet(run_args(root, data_copy))
+    _fails_cleanly(child, root, expected, str(bad))
+    assert not complete(root, "train_diffusion")
+
+
+def _shrink_mask(data: Path) -> tuple[Path, Path]:
+    image, mask = _first_mask(data)
+    m = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(mask), cv2.resize(m, (m.shape[1] // 2, m.shape[0] // 2), interpolation=cv2.INTER_NEAREST))
+    return image, mask
+
+
+def test_mask_size_differs_from_image_data_check(data_copy):
+    image, mask = _shrink_mask(data_copy)
+    # The installed console script: `realnet data check` is the command to run before a long job.
+    proc = subprocess.run([*console_script(), "data", "check", "--dataset", "demo", "--root", str(data_copy),
+                           "--category", "brick"], capture_output=True, text=True, env=subprocess_env(),
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("realnet: error: ") and str(mask) in line and str(image) in line
+    assert "32x32 (WxH) but its image" in line and "is 64x64" in line
+
+
+def test_mask_size_differs_from_image_run(realnet, artifacts, data_copy):
+    # Upstream artifacts are complete; evaluate reads the masks and must refuse the bad one.
+    image, mask = _shrink_mask(data_copy)
+    before = manifests(artifacts)
+    child = realnet(run_args(artifacts, data_copy))
+    line = one_line_error(child)
+    assert str(mask) in line and str(image) in line and "(WxH)" in line
+    assert manifests(artifacts) == before
+    assert len(list(stage_dir(artifacts, "evaluate").iterdir())) == 2  # the old artifact + a scratch folder
+
+
+def test_anomalous_test_image_without_mask(realnet, data_copy, tmp_path):
+    image, mask = _first_mask(data_copy)
+    mask.unlink()
+    root = tmp_path / "artifacts"
+    child = realnet(run_args(root, data_copy))
+    _fails_cleanly(child, root, f"anomalous test image {image} has no mask", f"(expected {mask})")
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_unknown_config_key(realnet, demo_data, tmp_path):
+    root = tmp_path / "artifacts"
+    child = realnet(run_args(root, demo_data, "brick", "afs.dimz=[8,8,8,8]"))
+    _fails_cleanly(child, root, "afs.dimz: unknown key")
+
+
+def test_out_of_range_value(realnet, demo_data, tmp_path):
+    root = tmp_path / "artifacts"
+    child = realnet(run_args(root, demo_data, "brick", "sia.strength=[0.3,0.1]"))
+    _fails_cleanly(child, root, "sia.strength", "0.3", "must be [min, max] with 0 <= min <= max")
+
+
+# ---------------------------------------------------------------- storage
+
+
+def test_artifact_root_not_writable(realnet, demo_data, tmp_path):
+    # Tests run as root, which ignores permissions: a path under a regular file is never writable.
+    (tmp_path / "file.txt").write_text("not a folder")
+    root = tmp_path / "file.txt" / "artifacts"
+    child = realnet(run_args(root, demo_data))
+    _fails_cleanly(child, tmp_path, "is not writable", str(root))
+
+
+@pytest.fixture
+def test_image(demo_data: Path) -> Path:
+    return demo_data / "brick" / "test" / "good" / "000.png"
+
+
+def test_checkpoint_from_another_module(realnet, tmp_path, test_image):
+    ckpt = tmp_path / "linear.pt"
+    torch.save(torch.nn.Linear(4, 2).state_dict(), ckpt)
+    out = tmp_path / "pred"
+    child = realnet(["predict", "--model", str(ckpt), "--out", str(out), str(test_image)])
+    line = one_line_error(child)
+    assert str(ckpt) in line and "not a RealNet checkpoint" in line
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_checkpoint_from_another_architecture(realnet, baseline, tmp_path, test_image):
+    (key,) = complete(baseline, "train_realnet")
+    good = torch.load(stage_dir(baseline, "train_realnet") / key / "realnet.pt", weights_only=True)
+    state = dict(good["state_dict"])
+    name = next(k for k, v in state.items() if v.ndim == 4)  # a conv weight: give it other channels
+    state[name] = torch.zeros(state[name].shape[0] + 1, *state[name].shape[1:])
+    state["extra.weight"] = torch.zeros(1)
+    ckpt = tmp_path / "realnet.pt"
+    torch.save({**good, "state_dict": state}, ckpt)
+    out = tmp_path / "pred"
+    child = realnet(["predict", "--model", str(ckpt), "--out", str(out), str(test_image)])
+    line = one_line_error(child)
+    assert f"checkpoint {ckpt} does not fit RealNet" in line
+    assert "unexpected: extra.weight" in line and f"shape mismatch: {name}" in line
+    assert not out.exists() or not list(out.iterdir())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "overwritten"])
+def test_damaged_zarr_shard_in_the_store(realnet, artifacts, demo_data, damage):
+    (sia,) = complete(artifacts, "generate_sia")
+    shard = stage_dir(artifacts, "generate_sia") / sia / "sia.zarr" / "images" / "c" / "1" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    if damage == "truncated":
+        shard.write_bytes(data[: len(data) // 2])
+        expected = [f"{shard} has {len(data) // 2} bytes", f"says {len(data)} bytes", "--rerun generate_sia"]
+    else:  # same size, so only the decoder can tell: the error must still name the array
+        data[10:60] = bytes(50)
+        shard.write_bytes(bytes(data))
+        expected = [f"SIA images {shard.parents[5]}/images are corrupt or truncated", "--rerun generate_sia"]
+    before = manifests(artifacts)
+    # A new select_features key (afs.batches changed) reads the SIA images again.
+    child = realnet(run_args(artifacts, demo_data, "brick", "afs.batches=3"))
+    line = one_line_error(child)
+    for text in expected:
+        assert text in line, line
+    assert manifests(artifacts) == before
+    assert len(complete(artifacts, "select_features")) == 1
+
+
+def test_file_missing_from_upstream_artifact(realnet, artifacts, demo_data):
+    """Any file of an upstream artifact that is gone or resized is reported before it is read."""
+    (sia,) = complete(artifacts, "generate_sia")
+    zarr_json = stage_dir(artifacts, "generate_sia") / sia / "sia.zarr" / "images" / "zarr.json"
+    zarr_json.unlink()
+    child = realnet(run_args(artifacts, demo_data, "brick", "afs.batches=3"))
+    line = one_line_error(child)
+    assert f"{zarr_json} is missing" in line
+    assert [len(complete(artifacts, s)) for s in STAGES] == [1] * 5

@@ -1,0 +1,41 @@
+"""A tiny pipeline on the demo data, run once per session as plain stage functions (no Prefect)."""
+
+from __future__ import annotations
+
+import pytest
+
+from realnet_core.config import load_config
+from realnet_core.data.demo import build_demo_dataset
+
+TINY = [
+    "diffusion.steps=6", "diffusion.checkpoint_every=3", "diffusion.num_channels=32",
+    "sia.num_images=10", "sia.batch_size=4", "sia.shard_images=4", "sia.sampling_steps=2",
+    "afs.batches=2", "afs.batch_size=4", "train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=4",
+    "data.image_size=64", "evaluate.overlays=4", "runtime.progress=false",
+]
+
+
+@pytest.fixture(scope="session")
+def stage_data(tmp_path_factory):
+    return build_demo_dataset(tmp_path_factory.mktemp("demo") / "demo_data", size=64, n_train=8, n_test_good=4,
+                              n_test_bad=6)
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg(stage_data):
+    return load_config("demo", [*TINY, f"data.roots.demo={stage_data}"])
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tiny_cfg, tmp_path_factory):
+    """Every stage of demo/brick, executed in order through stages.common.execute."""
+    from stages import dag
+    from stages.common import execute
+    from storage.store import Store
+
+    store = Store(str(tmp_path_factory.mktemp("artifacts")))
+    results = {}
+    for stage in dag.active(tiny_cfg):
+        ups = {u: results[u].ref for u in dag.upstream(stage, tiny_cfg)}
+        results[stage] = execute(dag.MODULES[stage], tiny_cfg, store, "demo", "brick", ups)
+    return store, results

@@ -1,0 +1,111 @@
+"""The five stages as plain functions: each writes a complete artifact with the files users look for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from stages import dag
+from stages.common import execute, stage_key
+from storage.arrays import open_image_array, verify_image_array
+
+
+def _dir(results, stage) -> Path:
+    return Path(results[stage].ref.path)
+
+
+def test_every_stage_runs_and_leaves_a_manifest(pipeline_run):
+    store, results = pipeline_run
+    assert list(results) == dag.ORDER
+    for stage, res in results.items():
+        assert res.status == "ran", stage
+        assert store.exists(res.ref), stage
+        assert (_dir(results, stage) / "manifest.json").is_file()
+
+
+def test_train_diffusion_writes_ema_weights_loss_log_and_sample_grid(pipeline_run, tiny_cfg):
+    _, results = pipeline_run
+    d = _dir(results, "train_diffusion")
+    log = pd.read_parquet(d / "loss_log.parquet")
+    assert list(log.step) == list(range(1, tiny_cfg.diffusion.steps + 1))
+    assert np.isfinite(log.loss).all()
+    ckpt = torch.load(d / "ema.pt", weights_only=True)
+    assert {"flags", "ema", "center", "categories"} <= set(ckpt)
+    assert (d / "samples.png").stat().st_size > 0
+    assert not (d / "train_state.pt").exists(), "the resume state is scratch, not part of the artifact"
+
+
+def test_generate_sia_writes_exactly_n_images_with_their_strengths(pipeline_run, tiny_cfg):
+    _, results = pipeline_run
+    z = _dir(results, "generate_sia") / "sia.zarr"
+    n = tiny_cfg.sia.num_images
+    verify_image_array(z, n)
+    images = open_image_array(z)
+    assert images.shape == (n, tiny_cfg.diffusion.image_size, tiny_cfg.diffusion.image_size, 3)
+    assert images.dtype == np.uint8
+    strength = np.asarray(open_image_array(z, name="strength")[:])
+    lo, hi = tiny_cfg.sia.strength
+    assert strength.shape == (n,) and ((strength >= lo) & (strength <= hi)).all()
+    # s is drawn once per batch of sia.batch_size images.
+    assert len(np.unique(strength[: tiny_cfg.sia.batch_size])) == 1
+
+
+def test_select_features_table_marks_the_configured_number_of_channels(pipeline_run, tiny_cfg):
+    _, results = pipeline_run
+    afs = pd.read_parquet(_dir(results, "select_features") / "afs.parquet")
+    assert {"dataset", "category", "layer", "channel", "loss", "rank", "selected"} <= set(afs.columns)
+    per_layer = afs.groupby("layer").selected.sum().sort_index()
+    assert per_layer.tolist() == tiny_cfg.afs.dims
+    for _, layer in afs.groupby("layer"):
+        kept, dropped = layer[layer.selected], layer[~layer.selected]
+        assert kept.loss.max() <= dropped.loss.min()
+
+
+def test_evaluate_writes_metrics_scores_maps_and_overlays(pipeline_run, stage_data):
+    _, results = pipeline_run
+    d = _dir(results, "evaluate")
+    metrics = pd.read_parquet(d / "metrics.parquet")
+    assert len(metrics) == 1
+    for col in ("image_auroc", "pixel_auroc", "pro"):
+        assert 0.0 <= metrics[col].iloc[0] <= 1.0
+    assert metrics.model_key.iloc[0] == results["train_realnet"].ref.key
+    scores = pd.read_parquet(d / "scores.parquet")
+    n_test = len(list((Path(stage_data) / "brick" / "test").rglob("*.png")))
+    assert len(scores) == n_test and scores.label.isin([0, 1]).all()
+    assert len(list((d / "overlays").glob("*.png"))) == 4
+
+
+def test_second_execution_reuses_the_artifact(pipeline_run, tiny_cfg):
+    store, results = pipeline_run
+    again = execute(dag.MODULES["evaluate"], tiny_cfg, store, "demo", "brick",
+                    {"train_realnet": results["train_realnet"].ref})
+    assert again.status == "reused" and again.ref == results["evaluate"].ref
+
+
+def test_keys_follow_only_the_config_sections_a_stage_reads(tiny_cfg, pipeline_run):
+    _, results = pipeline_run
+    ups = {"train_realnet": results["train_realnet"].ref}
+    base = stage_key(dag.MODULES["evaluate"], tiny_cfg, "demo", "brick", ups)
+    changed_afs = tiny_cfg.model_copy(update={"afs": tiny_cfg.afs.model_copy(update={"dims": [8, 8, 8, 8]})})
+    assert stage_key(dag.MODULES["evaluate"], changed_afs, "demo", "brick", ups) == base
+    changed_eval = tiny_cfg.model_copy(update={"evaluate": tiny_cfg.evaluate.model_copy(update={"pool_size": 4})})
+    assert stage_key(dag.MODULES["evaluate"], changed_eval, "demo", "brick", ups) != base
+
+
+def test_predict_scores_new_images_and_writes_heat_maps(pipeline_run, stage_data, tmp_path, capsys):
+    from flows.cli import main
+
+    _, results = pipeline_run
+    images = sorted((Path(stage_data) / "brick" / "test").rglob("*.png"))[:2]
+    code = main(["predict", "--model", str(_dir(results, "train_realnet")), *map(str, images),
+                 "--out", str(tmp_path)])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        path, score, heat = line.split("\t")
+        assert 0.0 <= float(score) <= 1.0
+        assert Path(heat).is_file()

@@ -1,0 +1,47 @@
+"""``realnet bench`` on a CPU: every part runs and reports positive, finite numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from flows.bench import METRICS, PARTS, run_bench
+
+# Shrink every size so that the whole run takes seconds on two CPU cores.
+TINY = [
+    "data.image_size=64", "sia.batch_size=2", "sia.sampling_steps=2", "diffusion.batch_size=2",
+    "afs.batch_size=2", "train.batch_size=2", "evaluate.batch_size=2",
+]
+# The cached rerun runs the whole demo pipeline twice (a minute on a CPU): left to `realnet bench`.
+FAST_PARTS = [p for p in PARTS if p != "cached_rerun"]
+
+
+@pytest.fixture
+def one_thread():
+    # This test checks the plumbing, not the speed: on two cores shared with other jobs, two torch threads
+    # wait on each other (8x slower than one thread here).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bench_quick_reports_every_metric(one_thread):
+    result = run_bench("demo", device="cpu", quick=True, overrides=TINY, parts=FAST_PARTS)
+
+    assert result["errors"] == {}
+    keys = [k for part in FAST_PARTS for k in METRICS[part]]
+    keys += ["peak_rss_mb", "bench_seconds", "diffusion_unet_params", "realnet_params", "backbone_params",
+             "sia_gflop_per_forward", "sia_achieved_tflops", "inference_gflop_per_image"]
+    for key in keys:
+        value = result[key]
+        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value)
+    assert result["peak_cuda_mb"] is None  # no GPU here
+    assert result["profile"] == "demo" and result["device"] == "cpu" and result["torch_version"]
+
+
+def test_bench_rejects_unknown_part():
+    with pytest.raises(ValueError, match="unknown bench part"):
+        run_bench("demo", device="cpu", parts=["nope"])
