@@ -12,6 +12,7 @@ import pandas as pd
 from flows.gpu import visible_devices
 from flows.graph import resolve_targets, summary_rows, walk
 from realnet_core.config import Config, load_config
+from realnet_core.data.registry import check_dataset
 from stages import dag
 from stages.common import stage_ref
 from storage.store import Store
@@ -25,6 +26,8 @@ def artifacts_root(artifacts: str | None) -> str:
 
 def make_config(profile: str, overrides: list[str] | None, dataset: str | None,
                 data_roots: dict[str, str] | None) -> Config:
+    for ds in [*(data_roots or {}), *([dataset] if dataset else [])]:
+        check_dataset(ds)  # before the name becomes part of an override key
     extra = [f"data.roots.{ds}={root}" for ds, root in (data_roots or {}).items()]
     if dataset:
         extra.append(f"data.dataset={dataset}")

@@ -35,7 +35,7 @@ class DataConfig(_Section):
 class DiffusionConfig(_Section):
     scope: Literal["category", "dataset"] = "category"
     image_size: int = Field(256, ge=8, le=512)
-    num_channels: int = Field(256, ge=8)
+    num_channels: int = Field(256, ge=32, multiple_of=32, description="GroupNorm32 needs a multiple of 32")
     num_res_blocks: int = Field(2, ge=1)
     channel_mult: list[int] | None = None
     attention_resolutions: list[int] = Field(default_factory=lambda: [32, 16, 8])
@@ -43,10 +43,11 @@ class DiffusionConfig(_Section):
     noise_schedule: Literal["linear", "cosine"] = "linear"
     diffusion_steps: int = Field(1000, ge=10)
     init_checkpoint: str | None = None
-    # Subtract the training set's mean colour before diffusion. A small model trained for minutes then
-    # gets the colour right at once and spends its steps on texture. Off for the paper profile, whose
-    # ImageNet initialisation expects plain [-1, 1] images.
-    center: bool = False
+    # A colour prior for small models trained for minutes: centre the images on the training set's mean
+    # colour, and clip each denoised prediction to the training set's colour range instead of [-1, 1].
+    # Without it an under-trained model drifts into saturated flat colours at high noise levels.
+    # Off for the paper profile, whose ImageNet initialisation expects plain [-1, 1] images.
+    color_prior: bool = False
     lr: float = Field(1e-4, gt=0)
     batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1)

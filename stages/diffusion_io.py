@@ -30,8 +30,11 @@ def unet_flags(cfg: DiffusionConfig, num_classes: int | None = None) -> dict[str
     }
 
 
+PRIOR_KEYS = ("center", "x0_range")  # sampling data beside the UNet flags, not UNet arguments
+
+
 def build_unet(flags: dict[str, Any]) -> torch.nn.Module:
-    return create_unet(**{k: v for k, v in flags.items() if k != "center"})
+    return create_unet(**{k: v for k, v in flags.items() if k not in PRIOR_KEYS})
 
 
 def load_init(model: torch.nn.Module, path: str) -> None:
@@ -46,7 +49,7 @@ def load_init(model: torch.nn.Module, path: str) -> None:
 
 def load_ema(path: str, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any], list[str]]:
     ckpt = load_checkpoint(path)
-    flags = {**ckpt["flags"], "center": list(ckpt.get("center", [0.0, 0.0, 0.0]))}
+    flags = {**ckpt["flags"], "center": list(ckpt.get("center", [0.0, 0.0, 0.0])), "x0_range": ckpt.get("x0_range")}
     model = build_unet(flags)
     try:
         model.load_state_dict(ckpt["ema"])
@@ -62,6 +65,13 @@ def spaced(cfg: DiffusionConfig, steps: int) -> SpacedDiffusion:
     return SpacedDiffusion(space_timesteps(cfg.diffusion_steps, spec), betas)
 
 
+def _range_clip(x0_range: list[list[float]] | None, device: torch.device):
+    if x0_range is None:
+        return None
+    lo, hi = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in x0_range)
+    return lambda x0: torch.maximum(torch.minimum(x0, hi), lo)
+
+
 @torch.no_grad()
 def sample(model: torch.nn.Module, flags: dict[str, Any], cfg: DiffusionConfig, n: int,
            strength: float | torch.Tensor, generator: torch.Generator, device: torch.device, *,
@@ -73,7 +83,8 @@ def sample(model: torch.nn.Module, flags: dict[str, Any], cfg: DiffusionConfig, 
     kwargs = {"y": torch.full((n,), class_index, device=device, dtype=torch.long)} if class_index is not None else None
     with autocast(device, bf16):
         x = sdas_sample(model, diffusion, (n, 3, size, size), strength, generator=generator, device=device,
-                        model_kwargs=kwargs, cond_fn=cond_fn, ddim=ddim)
+                        model_kwargs=kwargs, cond_fn=cond_fn, ddim=ddim,
+                        denoised_fn=_range_clip(flags.get("x0_range"), device))
     # Images were centred on the training mean colour (if diffusion.center); add it back.
     x = x.float() + torch.tensor(flags.get("center", [0.0, 0.0, 0.0]), device=x.device).view(1, 3, 1, 1)
     x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

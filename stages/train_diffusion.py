@@ -57,14 +57,19 @@ def _training_set(ctx: StageContext) -> tuple[torch.Tensor, torch.Tensor | None,
     return x, y, cats
 
 
-def _center(data: torch.Tensor, enabled: bool) -> list[float]:
-    return data.mean(dim=(0, 2, 3)).tolist() if enabled else [0.0, 0.0, 0.0]
+def _color_prior(data: torch.Tensor, enabled: bool) -> tuple[list[float], list[list[float]] | None]:
+    """Mean colour to centre on, and the per-channel range of the centred data (see diffusion.color_prior)."""
+    if not enabled:
+        return [0.0, 0.0, 0.0], None
+    center = data.mean(dim=(0, 2, 3))
+    centred = data - center.view(1, 3, 1, 1)
+    return center.tolist(), [centred.amin(dim=(0, 2, 3)).tolist(), centred.amax(dim=(0, 2, 3)).tolist()]
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg, dev = ctx.cfg.diffusion, ctx.device
     data, labels, cats = _training_set(ctx)
-    center = _center(data, cfg.center)
+    center, x0_range = _color_prior(data, cfg.color_prior)
     data = data - torch.tensor(center).view(1, 3, 1, 1)
     flags = diffusion_io.unet_flags(cfg, num_classes=len(cats) if labels is not None else None)
     model = diffusion_io.build_unet(flags).to(dev)
@@ -114,10 +119,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
                              "rng": gen.get_state(), "step": step, "log": log}, state_path)
     bar.close()
 
-    save_checkpoint({"flags": flags, "categories": cats, "center": center, "ema": ema.state_dict()},
-                    ctx.workdir / "ema.pt")
+    save_checkpoint({"flags": flags, "categories": cats, "center": center, "x0_range": x0_range,
+                     "ema": ema.state_dict()}, ctx.workdir / "ema.pt")
     write_table(pd.DataFrame(log), ctx.workdir / "loss_log.parquet")
-    _sample_grid(ctx, ema, {**flags, "center": center}, cats)
+    _sample_grid(ctx, ema, {**flags, "center": center, "x0_range": x0_range}, cats)
     state_path.unlink(missing_ok=True)
     return {"steps": step, "final_loss": float(np.mean([r["loss"] for r in log[-50:]])) if log else None,
             "categories": cats, "train_images": int(n), "resumed_from_step": resumed_from}

@@ -82,9 +82,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
             opt.zero_grad(set_to_none=True)
             loss["total"].backward()
             opt.step()
-            sums += [float(loss["total"]), float(loss["recon"]), float(loss["seg"])]
+            step_losses = [float(loss[k].detach()) for k in ("total", "recon", "seg")]
+            sums += step_losses
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss['total']):.4f}",
+            bar.set_postfix(loss=f"{step_losses[0]:.4f}",
                             steps_s=f"{(bar.n - bar.initial) / (time.perf_counter() - t0):.2f}")
         epoch += 1
         mean = sums / steps_per_epoch

@@ -52,13 +52,18 @@ def dataset_of(category: str) -> str:
         raise DatasetError(f"unknown category {category!r}{_close(category, list(_OWNER))}") from None
 
 
-def check_name(dataset: str, category: str) -> None:
-    """Raise ``DatasetError`` unless ``category`` is a known category of ``dataset``."""
+def check_dataset(dataset: str) -> None:
+    """Raise ``DatasetError`` unless ``dataset`` is a known, safe dataset name."""
     _check_safe("dataset", dataset)
-    _check_safe("category", category)
     if dataset not in DATASETS:
         raise DatasetError(f"unknown dataset {dataset!r}{_close(dataset, list(DATASETS))}; "
                            f"known: {', '.join(DATASETS)}")
+
+
+def check_name(dataset: str, category: str) -> None:
+    """Raise ``DatasetError`` unless ``category`` is a known category of ``dataset``."""
+    check_dataset(dataset)
+    _check_safe("category", category)
     if category not in DATASETS[dataset]:
         known = DATASETS[dataset]
         raise DatasetError(f"unknown category {category!r} for dataset {dataset!r}"

@@ -281,12 +281,14 @@ class GaussianDiffusion:
         noise: torch.Tensor | None = None, *, variance: str = "model", clip_denoised: bool = True,
         cond_fn: ModelFn | None = None, model_kwargs: dict | None = None,
         generator: torch.Generator | None = None,
+        denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """SDAS with DDIM (paper Algorithm S1): deterministic eta=0 DDIM mean plus N(0, s * Sigma).
 
         ``variance`` picks Sigma: "model" (Sigma_theta), "beta" (beta_t) or "beta_tilde" (beta~_t).
         """
-        out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs)
+        out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn,
+                                   model_kwargs=model_kwargs)
         if cond_fn is not None:
             out = self.condition_score(cond_fn, out, x, t, model_kwargs)
         # Re-derive eps from the (possibly clipped) x0 so the update stays self-consistent.

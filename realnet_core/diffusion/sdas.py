@@ -72,6 +72,7 @@ def sample_loop(
     ddim_variance: str = "model",
     autocast_dtype: torch.dtype | None = None,
     noise: torch.Tensor | None = None,
+    denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[dict]:
     """Yield dict(t, sample, pred_xstart) after each reverse step, from t = T-1 down to t = 0.
 
@@ -94,12 +95,12 @@ def sample_loop(
             if ddim:
                 out = diffusion.ddim_sample_step(
                     model_fn, x, t, s, step_noise, variance=ddim_variance, clip_denoised=clip_denoised,
-                    cond_fn=cond, model_kwargs=kwargs,
+                    cond_fn=cond, model_kwargs=kwargs, denoised_fn=denoised_fn,
                 )
             else:
                 out = diffusion.p_sample_step(
                     model_fn, x, t, s, step_noise, clip_denoised=clip_denoised, cond_fn=cond,
-                    model_kwargs=kwargs,
+                    model_kwargs=kwargs, denoised_fn=denoised_fn,
                 )
         x = out["sample"]
         yield {"t": i, "sample": x, "pred_xstart": out["pred_xstart"]}
@@ -122,6 +123,7 @@ def sdas_sample(
     noise: torch.Tensor | None = None,
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
+    denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Generate a batch with SDAS; returns float32 images in [-1, 1] of ``shape``.
 
@@ -131,7 +133,7 @@ def sdas_sample(
     steps: Iterator[dict] = sample_loop(
         model, diffusion, shape, strength, generator=generator, device=device, model_kwargs=model_kwargs,
         cond_fn=cond_fn, clip_denoised=clip_denoised, ddim=ddim, ddim_variance=ddim_variance,
-        autocast_dtype=autocast_dtype, noise=noise,
+        autocast_dtype=autocast_dtype, noise=noise, denoised_fn=denoised_fn,
     )
     if progress:
         from tqdm.auto import tqdm

@@ -41,12 +41,10 @@ def test_names_cannot_escape_the_artifact_root_cli(realnet, demo_data, tmp_path,
     assert manifests(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason="flows.runner.make_config turns --data-root of dataset '..' into the "
-                   "override 'data.roots...=PATH', whose error names data.roots, not the unsafe dataset name")
 def test_unsafe_dataset_with_data_root_is_named(realnet, demo_data, tmp_path):
     args = run_args(tmp_path / "artifacts", demo_data)
     args[args.index("--dataset") + 1] = ".."
-    assert "unsafe dataset name '..'" in one_line_error(realnet(args))  # it is refused, but as data.roots
+    assert "unsafe dataset name '..'" in one_line_error(realnet(args))
     assert manifests(tmp_path) == []
 
 
