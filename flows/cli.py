@@ -110,7 +110,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from flows.bench import run_bench
 
-    result = run_bench(args.profile, device=args.device, quick=args.quick)
+    result = run_bench(args.profile, device=args.device, quick=args.quick, overrides=args.set or None,
+                       parts=args.part or None, channels_last=args.channels_last)
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 
@@ -187,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="demo")
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--part", action="append", help="only these parts (repeatable): sia, diffusion_train, afs, "
+                   "realnet_train, inference, cached_rerun")
+    p.add_argument("--channels-last", action="store_true", help="run the networks in channels_last layout")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. runtime.compile=true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser
