@@ -125,7 +125,6 @@ class TrainConfig(_Section):
     recon_channel_mult: list[int] = Field(default_factory=lambda: [1, 2, 4])
     recon_res_blocks: int = Field(2, ge=1)
     checkpoint_every: int = Field(50, ge=1, description="epochs")
-    val_fraction: float = Field(0.0, ge=0, lt=1)
     seed: int = 0
 
 
@@ -142,7 +141,6 @@ class RuntimeConfig(_Section):
     device: str = "auto"
     bf16: bool = True
     compile: bool = False
-    num_workers: int = Field(0, ge=0)
     progress: bool = True
     task_runner: Literal["threads", "ray"] = "threads"
     ray_address: str | None = None

@@ -74,7 +74,7 @@ def test_changing_only_an_evaluate_setting_reruns_evaluation_only(base, artifact
 
 
 def test_runtime_settings_do_not_touch_artifact_keys(base, artifacts, tiny_overrides):
-    changed = _run(artifacts, tiny_overrides, ["runtime.bf16=false", "runtime.num_workers=0"])
+    changed = _run(artifacts, tiny_overrides, ["runtime.bf16=false", "runtime.progress=true"])
     assert set(_status(changed).values()) == {"reused"}
 
 
