@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.gpu import shared_pool, visible_devices
 from flows.graph import resolve_targets, summary_rows, walk
 from flows.reports import publish_reports
-from flows.runner import artifacts_root, make_config
+from flows.runner import artifacts_root, ensure_demo_data, make_config
 from realnet_core.config import Config
 from stages import dag
 from stages.common import execute
@@ -77,6 +77,7 @@ def realnet(categories: list[str] | None = None, dataset: str | None = None,
     root = artifacts_root(artifacts)
     Store(root).check_writable()
     targets = resolve_targets(cfg, categories, dataset)
+    ensure_demo_data(cfg, targets)  # a served deployment's default (the demo) needs no data on the worker
     forced = dag.downstream_closure(list(rerun or []), cfg)
     if cfg.runtime.task_runner == "ray":
         results = _ray_graph(cfg, targets, root, forced)

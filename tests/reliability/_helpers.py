@@ -16,34 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from conftest import TINY
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 STAGES = ["train_diffusion", "generate_sia", "select_features", "train_realnet", "evaluate"]
 
-# The whole pipeline in ~10 s of one CPU core: every stage runs its real code on tiny sizes.
+# The whole pipeline in ~10 s of one CPU core: the shared tiny config (tests/conftest.py), made smaller
+# still, with a checkpoint every epoch so that a kill always has one to resume from. Later overrides win.
 FAST = [
+    *TINY,
     "diffusion.image_size=16",
-    "diffusion.steps=4",
-    "diffusion.checkpoint_every=2",
-    "diffusion.batch_size=4",
-    "diffusion.sample_steps=2",
     "diffusion.attention_resolutions=[]",
-    "sia.num_images=8",
     "sia.batch_size=4",
-    "sia.shard_images=4",
-    "sia.sampling_steps=2",
-    "afs.dims=[8,8,8,8]",
-    "afs.batches=2",
-    "afs.batch_size=4",
-    "train.epochs=2",
-    "train.steps_per_epoch=2",
-    "train.batch_size=4",
     "train.checkpoint_every=1",
-    "train.recon_res_blocks=1",
-    "data.image_size=64",
-    "evaluate.overlays=2",
     "evaluate.batch_size=8",
-    "runtime.progress=false",
     "runtime.device=cpu",
 ]
 
