@@ -96,7 +96,7 @@ def _planted_lock(store: Store, ref, **info) -> Path:
     import os
     import socket
 
-    from storage.store import _pid_space, _proc_start
+    from storage.locks import _pid_space, _proc_start
 
     path = Path(ref.path).parent / f".lock-{ref.key}"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,201 @@
+"""Artifact locks: atomic create-if-absent lock files that also work on shared and remote filesystems.
+
+Two runs building the same artifact key take turns; different keys never block each other. A lock
+whose holder provably died (a SIGKILLed run on this machine) is broken at once, so a rerun resumes
+without waiting; holders refresh the lock while they hold it, so a long stage never looks dead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import LockTimeout, StoreError
+
+# ---------------------------------------------------------------- is the holder alive?
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _pid_space() -> str | None:
+    """This machine's boot and pid namespace: two processes with equal values see the same pids.
+
+    Hostnames alone do not say that (containers often share one), so a dead pid only proves a dead
+    lock holder when this matches too. None where /proc is unavailable (not Linux).
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
+def _proc_start(pid: int) -> str | None:
+    """Start time (clock ticks since boot) of process `pid`, to tell it from a later one reusing the pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _holder_died_here(held: dict[str, Any]) -> bool:
+    """True when the lock holder certainly ran in our pid namespace on this boot, and is gone."""
+    space = held.get("pid_space")
+    if not space or held.get("host") != socket.gethostname() or space != _pid_space():
+        return False
+    pid = held.get("pid")
+    if not _pid_alive(pid):
+        return True
+    started = held.get("pid_start")
+    return started is not None and _proc_start(pid) not in (None, started)  # the pid was reused
+
+
+# ---------------------------------------------------------------- the lock file
+
+
+class FileLock:
+    """One lock file on filesystem `fs` (`local`: the plain OS calls, which give atomic rename/link)."""
+
+    def __init__(self, fs: Any, local: bool, path: str, url: str):
+        self.fs, self.local, self.path, self.url = fs, local, path, url
+
+    def create(self, token: str) -> bool:
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "token": token,
+                "pid_space": _pid_space(), "pid_start": _proc_start(os.getpid())}
+        data = json.dumps(info).encode()
+        try:
+            if self.local:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+            else:
+                with self.fs.open(self.path, "xb") as f:
+                    f.write(data)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as e:
+            raise StoreError(f"cannot create lock {self.url}: {e}") from e
+
+    def read(self) -> tuple[dict[str, Any], float | None]:
+        """Lock content and age in seconds; age None when the lock vanished meanwhile."""
+        try:
+            with self.fs.open(self.path, "rb") as f:
+                raw = f.read()
+            mtime = os.stat(self.path).st_mtime if self.local else None
+        except FileNotFoundError:
+            return {}, None
+        try:
+            held = json.loads(raw)
+        except ValueError:
+            held = {}  # a holder that died between create and write; only age can clear it
+        # Locally the mtime is the heartbeat; remote backends get the time rewritten into the file.
+        return held, time.time() - (mtime if mtime is not None else float(held.get("time", 0.0)))
+
+    @staticmethod
+    def stale(held: dict[str, Any], age: float, stale_after: float) -> bool:
+        if _holder_died_here(held):
+            return True
+        if age <= stale_after:
+            return False
+        if held.get("host") == socket.gethostname():
+            return not _pid_alive(held.get("pid"))
+        return True
+
+    def break_(self, held: dict[str, Any]) -> None:
+        if not self.local:
+            current, _ = self.read()
+            if current.get("token") == held.get("token"):
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(self.path)
+            return
+        # Rename first, then check we took the stale lock we judged: two breakers racing could
+        # otherwise delete the fresh lock that the faster one just created.
+        aside = f"{self.path}.broken-{uuid.uuid4().hex}"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            with open(aside, "rb") as f:
+                taken = json.loads(f.read() or b"{}")
+        except ValueError:
+            taken = {}
+        if taken.get("token") != held.get("token"):
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, self.path)  # put the live lock back unless someone already holds a new one
+        os.unlink(aside)
+
+    def heartbeat(self, token: str, stop: threading.Event, every: float) -> None:
+        while not stop.wait(every):
+            held, _ = self.read()
+            if held.get("token") != token:
+                return
+            with contextlib.suppress(OSError):
+                if self.local:
+                    os.utime(self.path)
+                else:
+                    self.fs.pipe_file(self.path, json.dumps({**held, "time": time.time()}).encode())
+
+
+@contextlib.contextmanager
+def hold_lock(lock: FileLock, timeout: float | None = None, stale_after: float = 3600.0, poll: float = 0.1
+              ) -> Iterator[None]:
+    """Hold the lock file (atomic create-if-absent) while the block runs.
+
+    Waits while someone else holds it (raising LockTimeout after `timeout` seconds). A lock whose
+    holder provably died (same boot and pid namespace, pid gone or reused: e.g. a run killed
+    with SIGKILL) is broken at once, so a rerun resumes without waiting. Otherwise a lock older
+    than `stale_after` seconds is broken when its pid is dead on this host, or when it belongs
+    to another host (whose processes we cannot see). Holders refresh the lock's age while they
+    hold it, so a long stage is not mistaken for a dead one.
+    """
+    token = uuid.uuid4().hex
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not lock.create(token):
+        held, age = lock.read()
+        if age is not None and lock.stale(held, age, stale_after):
+            lock.break_(held)
+            continue
+        if deadline is not None and time.monotonic() >= deadline:
+            raise LockTimeout(
+                f"timed out after {timeout}s waiting for lock {lock.url} held by {held}"
+            )
+        time.sleep(poll)
+    stop = threading.Event()
+    beat = threading.Thread(
+        target=lock.heartbeat,
+        args=(token, stop, max(0.5, min(stale_after / 4, 60.0))),
+        daemon=True,
+    )
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+        held, _ = lock.read()
+        if held.get("token") == token:
+            with contextlib.suppress(FileNotFoundError):
+                lock.fs.rm_file(lock.path)
