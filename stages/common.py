@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -24,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from realnet_core.config import Config
-from storage.keys import artifact_key, fingerprint_files
+from storage.keys import artifact_key
 from storage.store import ArtifactRef, Store
 
 DATASET_SCOPE = "_all"  # category slot of an artifact shared by a whole dataset
@@ -99,10 +98,6 @@ def seed_generator(seed: int, *parts: str, device: torch.device | str = "cpu") -
 # ---------------------------------------------------------------- keys
 
 
-def data_fingerprint(paths: list[str], root: str) -> str:
-    return fingerprint_files(paths, root)
-
-
 def stage_key(stage: ModuleType, cfg: Config, dataset: str, category: str,
               upstream: dict[str, ArtifactRef]) -> str:
     return artifact_key(
@@ -154,10 +149,3 @@ def execute(stage: ModuleType, cfg: Config, store: Store, dataset: str, category
         with store.build(ref, meta, from_scratch=True):
             pass
     return StageResult(ref, "ran", time.perf_counter() - start)
-
-
-@contextlib.contextmanager
-def timed(log: dict[str, float], name: str) -> Iterator[None]:
-    t0 = time.perf_counter()
-    yield
-    log[name] = log.get(name, 0.0) + time.perf_counter() - t0

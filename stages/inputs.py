@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -26,17 +25,9 @@ def data_root(cfg: Config, dataset: str) -> str:
 
 
 def category_split(cfg: Config, dataset: str, category: str) -> CategorySplit:
+    """The listing is read afresh each time (it is cheap): a served process must see new files."""
     check_name(dataset, category)
-    return _cached_split(dataset, data_root(cfg, dataset), category)
-
-
-@lru_cache(maxsize=64)
-def _cached_split(dataset: str, root: str, category: str) -> CategorySplit:
-    return read_category(dataset, root, category)
-
-
-def clear_cache() -> None:
-    _cached_split.cache_clear()
+    return read_category(dataset, data_root(cfg, dataset), category)
 
 
 def present_categories(cfg: Config, dataset: str) -> list[str]:
