@@ -129,10 +129,8 @@ def execute(stage: ModuleType, cfg: Config, store: Store, dataset: str, category
         return StageResult(ref, "reused", time.perf_counter() - start)
     with store.lock(ref):
         # Another run may have finished the same key while we waited for the lock.
-        if store.exists(ref):
-            if not force:
-                return StageResult(ref, "reused", time.perf_counter() - start)
-            store.remove(ref)
+        if store.exists(ref) and not force:
+            return StageResult(ref, "reused", time.perf_counter() - start)
         if force:
             store.clear_scratch(ref)  # a forced rerun starts from zero, not from old checkpoints
         ctx = StageContext(
@@ -146,6 +144,9 @@ def execute(stage: ModuleType, cfg: Config, store: Store, dataset: str, category
             upstream={name: r.to_dict() for name, r in upstream.items()},
             source_category=category,
         )
+        if force:
+            # Only now, with the rebuilt artifact complete in scratch: a failed forced rebuild keeps the old one.
+            store.remove(ref)
         with store.build(ref, meta, from_scratch=True):
             pass
     return StageResult(ref, "ran", time.perf_counter() - start)

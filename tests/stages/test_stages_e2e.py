@@ -109,3 +109,20 @@ def test_predict_scores_new_images_and_writes_heat_maps(pipeline_run, stage_data
         path, score, heat = line.split("\t")
         assert 0.0 <= float(score) <= 1.0
         assert Path(heat).is_file()
+
+
+def test_a_failed_forced_rerun_keeps_the_previous_artifact(pipeline_run, tiny_cfg, monkeypatch):
+    import pytest
+
+    store, results = pipeline_run
+    evaluate = dag.MODULES["evaluate"]
+
+    def broken(ctx):
+        raise RuntimeError("simulated failure halfway through a forced rebuild")
+
+    monkeypatch.setattr(evaluate, "run", broken)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        execute(evaluate, tiny_cfg, store, "demo", "brick", {"train_realnet": results["train_realnet"].ref},
+                force=True)
+    assert store.exists(results["evaluate"].ref)
+    assert (_dir(results, "evaluate") / "metrics.parquet").is_file()
