@@ -18,10 +18,6 @@ from stages.inputs import category_split, foreground_masks, to_tensor, train_ima
 from storage.arrays import ArrayCorruptError, open_image_array
 
 
-def needs_sia(cfg) -> bool:
-    return cfg.synthesis.source == "sia"
-
-
 @dataclass
 class TrainingData:
     images: torch.Tensor  # (N, 3, H, W) float [0, 1], on the stage device
