@@ -85,7 +85,7 @@ def sample(model: torch.nn.Module, flags: dict[str, Any], cfg: DiffusionConfig, 
         x = sdas_sample(model, diffusion, (n, 3, size, size), strength, generator=generator, device=device,
                         model_kwargs=kwargs, cond_fn=cond_fn, ddim=ddim,
                         denoised_fn=_range_clip(flags.get("x0_range"), device))
-    # Images were centred on the training mean colour (if diffusion.center); add it back.
+    # Images were centred on the training mean colour (diffusion.color_prior); add it back.
     x = x.float() + torch.tensor(flags.get("center", [0.0, 0.0, 0.0]), device=x.device).view(1, 3, 1, 1)
     x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from realnet_core.config import Config
+from realnet_core.data.check import read_checked_mask
 from realnet_core.data.errors import DatasetError
-from realnet_core.data.images import image_size, load_batch, read_mask, resize_mask
+from realnet_core.data.images import load_batch, resize_mask
 from realnet_core.data.readers import CategorySplit, read_category
 from realnet_core.data.registry import DATASETS, check_name
 from realnet_core.synthesis.foreground import foreground_mask
@@ -75,13 +76,8 @@ def test_masks(split: CategorySplit, size: int) -> np.ndarray:
     out = np.zeros((len(split.test), size, size), dtype=bool)
     for i, sample in enumerate(split.test):
         if sample.mask_path:
-            mask = read_mask(sample.mask_path)
             # Resizing would silently misalign a mask made for another image size: refuse it instead.
-            h, w = image_size(sample.path)
-            if mask.shape != (h, w):
-                raise DatasetError(f"mask {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its "
-                                   f"image {sample.path} is {w}x{h}")
-            out[i] = resize_mask(mask, size)
+            out[i] = resize_mask(read_checked_mask(sample), size)
     return out
 
 

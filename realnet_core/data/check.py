@@ -10,9 +10,11 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 from .errors import DatasetError
 from .images import image_size, read_mask
-from .readers import read_category
+from .readers import TestSample, read_category
 from .registry import DATASETS, check_name
 
 
@@ -27,16 +29,23 @@ def check_category(dataset: str, root: str | os.PathLike, category: str, decode:
         for path in split.train:
             image_size(path)
         for sample in split.test:
-            size = image_size(sample.path)
             if sample.mask_path is None:
-                continue
-            mask = read_mask(sample.mask_path)
-            if mask.shape != size:
-                raise DatasetError(
-                    f"mask {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
-                    f"{sample.path} is {size[1]}x{size[0]}"
-                )
+                image_size(sample.path)
+            else:
+                read_checked_mask(sample)
     return {"dataset": dataset, "category": category, **split.counts()}
+
+
+def read_checked_mask(sample: TestSample) -> np.ndarray:
+    """The sample's mask as (H, W) bool; DatasetError unless it has its image's height and width."""
+    size = image_size(sample.path)
+    mask = read_mask(sample.mask_path)
+    if mask.shape != size:
+        raise DatasetError(
+            f"mask {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
+            f"{sample.path} is {size[1]}x{size[0]}"
+        )
+    return mask
 
 
 def check_dataset(
