@@ -104,8 +104,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_per_iter(fn: Callable[[], Any], device: torch.device, budget: Budget) -> float:
-    """Mean seconds of one call of ``fn`` after ``budget.warmup`` untimed calls."""
+# Set by run_bench(trace_dir=...): the timed calls are then also profiled (flows/profiling.py),
+# after their timing, so the profiler's own overhead never enters a number.
+_TRACE: dict[str, Any] = {"dir": None, "results": {}}
+
+
+def time_per_iter(fn: Callable[[], Any], device: torch.device, budget: Budget, label: str | None = None) -> float:
+    """Mean seconds of one call of ``fn`` after ``budget.warmup`` untimed calls; traced too if asked."""
     for _ in range(budget.warmup):
         fn()
     _sync(device)
@@ -118,6 +123,10 @@ def time_per_iter(fn: Callable[[], Any], device: torch.device, budget: Budget) -
         times.append(time.perf_counter() - t0)
         if len(times) >= budget.min_iters and time.perf_counter() - start >= budget.seconds:
             break
+    if label and _TRACE["dir"] is not None:
+        from flows.profiling import trace
+
+        _TRACE["results"].update(trace(label, fn, device, _TRACE["dir"], iters=1 if label == "sia" else 2))
     return sum(times) / len(times)
 
 
@@ -232,7 +241,8 @@ def bench_sia(cfg: Config, device: torch.device, quick: bool, channels_last: boo
     # Warm-up with 2 steps: the same kernels and shapes as the timed call, at a tenth of its cost.
     budget = BUDGETS[quick]["sia"]
     time_per_iter(lambda: run(2), device, Budget(budget.warmup, 1, 1, 0.0))
-    seconds = time_per_iter(lambda: run(steps), device, Budget(0, budget.min_iters, budget.max_iters, budget.seconds))
+    seconds = time_per_iter(lambda: run(steps), device, Budget(0, budget.min_iters, budget.max_iters, budget.seconds),
+                            "sia")
     per_image = seconds / batch * cfg.sia.sampling_steps / steps
     out = {"sia_images_per_s": 1.0 / per_image, "sia_batch": batch, "sia_steps_timed": steps,
            "sia_steps_per_image": cfg.sia.sampling_steps, "diffusion_unet_params": _params(model), "notes": notes}
@@ -272,7 +282,7 @@ def bench_diffusion_train(cfg: Config, device: torch.device, quick: bool, channe
         _ema_update(ema, model, d.ema_rate)
         float(loss.detach())  # the stage logs the loss every step, which syncs
 
-    seconds = time_per_iter(step, device, BUDGETS[quick]["diffusion_train"])
+    seconds = time_per_iter(step, device, BUDGETS[quick]["diffusion_train"], "diffusion_train")
     return {"diffusion_train_steps_per_s": 1.0 / seconds, "diffusion_train_batch": d.batch_size,
             "diffusion_unet_params": _params(model)}
 
@@ -318,7 +328,7 @@ def bench_afs(cfg: Config, device: torch.device, quick: bool, channels_last: boo
             feats_a, feats_n = net(aug), net(normal)
         acc.update([f.float() for f in feats_a], [f.float() for f in feats_n], mask)
 
-    seconds = time_per_iter(batch, device, BUDGETS[quick]["afs"])
+    seconds = time_per_iter(batch, device, BUDGETS[quick]["afs"], "afs")
     return {"afs_seconds_per_1024_images": seconds * 1024 / n, "afs_batch": n, "backbone_params": _params(backbone)}
 
 
@@ -352,7 +362,7 @@ def bench_realnet_train(cfg: Config, device: torch.device, quick: bool, channels
         opt.step()
         float(loss["total"].detach())  # the stage logs the losses every step, which syncs
 
-    seconds = time_per_iter(step, device, BUDGETS[quick]["realnet_train"])
+    seconds = time_per_iter(step, device, BUDGETS[quick]["realnet_train"], "realnet_train")
     return {"realnet_train_steps_per_s": 1.0 / seconds, "realnet_train_batch": n, "realnet_params": _params(model)}
 
 
@@ -373,7 +383,8 @@ def bench_inference(cfg: Config, device: torch.device, quick: bool, channels_las
     for label, n in (("batch1", 1), ("batched", batched)):
         images = _rand_images(n, size, device, gen)
         _free(device)  # the peak below is the weights plus this batch size's activations
-        seconds = time_per_iter(lambda x=images: infer(x), device, BUDGETS[quick][f"inference_{label}"])
+        seconds = time_per_iter(lambda x=images: infer(x), device, BUDGETS[quick][f"inference_{label}"],
+                                 f"inference_{label}")
         out[f"inference_images_per_s_{label}"] = n / seconds
         peak = _peak_cuda_mb(device)
         if peak is not None:
@@ -442,6 +453,8 @@ def _part(name: str, device: torch.device, result: dict[str, Any]) -> Iterator[d
             box.setdefault(f"{name}_peak_cuda_mb", _peak_cuda_mb(device))
     result["notes"].extend(box.pop("notes", []))
     result.update(box)
+    result.update(_TRACE["results"])
+    _TRACE["results"] = {}
     shown = ", ".join(f"{k}={_fmt(box[k])}" for k in METRICS[name] if k in box)
     _log(f"{name}: {shown} ({time.perf_counter() - t0:.1f} s)")
 
@@ -463,19 +476,24 @@ def _select_parts(cfg: Config, parts: list[str] | None, result: dict[str, Any]) 
 
 def run_bench(profile: str = "demo", device: str = "auto", quick: bool = False,
               overrides: list[str] | None = None, parts: list[str] | None = None,
-              channels_last: bool = False) -> dict[str, Any]:
+              channels_last: bool = False, trace_dir: str | Path | None = None) -> dict[str, Any]:
     """Benchmark ``profile`` on ``device``; returns a flat dict of throughputs, memory and metadata.
 
     ``quick`` times one or two iterations per part; ``parts`` restricts to some of :data:`PARTS`;
-    ``overrides`` are ``section.key=value`` config overrides (e.g. ``runtime.compile=true``).
+    ``overrides`` are ``section.key=value`` config overrides (e.g. ``runtime.compile=true``);
+    ``trace_dir`` also writes a profiler trace and op table of every timed loop there.
     """
     cfg = load_config(profile, overrides)
     dev = resolve_device(device if device != "auto" else cfg.runtime.device)
     result: dict[str, Any] = {**metadata(cfg, dev, quick, channels_last), "notes": [], "errors": {}}
     t0 = time.perf_counter()
-    for name in _select_parts(cfg, parts, result):
-        with _part(name, dev, result) as box:
-            box.update(BENCHES[name](cfg, dev, quick, channels_last))
+    _TRACE.update(dir=trace_dir, results={})
+    try:
+        for name in _select_parts(cfg, parts, result):
+            with _part(name, dev, result) as box:
+                box.update(BENCHES[name](cfg, dev, quick, channels_last))
+    finally:
+        _TRACE.update(dir=None, results={})
     result["peak_rss_mb"] = peak_rss_mb()
     # None on a CPU: the key is always there, so reports have one shape.
     cuda_peaks = [v for k, v in result.items() if k.endswith("_peak_cuda_mb") and v is not None]

@@ -111,7 +111,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from flows.bench import run_bench
 
     result = run_bench(args.profile, device=args.device, quick=args.quick, overrides=args.set or None,
-                       parts=args.part or None, channels_last=args.channels_last)
+                       parts=args.part or None, channels_last=args.channels_last, trace_dir=args.trace)
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 
@@ -192,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "realnet_train, inference, cached_rerun")
     p.add_argument("--channels-last", action="store_true", help="run the networks in channels_last layout")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. runtime.compile=true")
+    p.add_argument("--trace", metavar="DIR", help="also write a profiler trace and op table of each part to DIR")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -3,6 +3,12 @@
 N visible GPUs give N slots, so N category tasks run at once; a CPU-only machine has one slot
 and runs them one at a time. Under Ray, Ray itself hands out GPUs (``num_gpus=1`` per task) and
 each worker sees exactly one device, so the pool there is a single ``cuda`` slot.
+
+Each slot also owns one long-lived compute thread, and ``DevicePool.run`` executes the stage there
+rather than on the Prefect task's own thread. Every thread that calls into torch gets its own
+OpenMP team, and once a process holds more OpenMP threads than cores, libgomp stops spinning and
+every small op pays a futex wake-up: train_realnet ran 2x slower as the fourth task thread of a
+flow than in-process (BENCHMARKS.md, "Training under Prefect"). One thread per slot keeps one team.
 """
 
 from __future__ import annotations
@@ -10,7 +16,11 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def visible_devices(gpus: int | None = None) -> list[str]:
@@ -22,6 +32,37 @@ def visible_devices(gpus: int | None = None) -> list[str]:
     return [f"cuda:{i}" for i in range(count)] or ["cpu"]
 
 
+class ComputeThread:
+    """One daemon thread that runs the jobs handed to it, one after another.
+
+    A daemon, so that Ctrl-C or a failed flow does not wait for a running stage at exit: the store
+    only records an artifact once it is complete, so a stage cut short loses nothing.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.Queue[tuple[Callable[[], object], Future]] = queue.Queue()
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            fn, future = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller, who re-raises it
+                future.set_exception(exc)
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on this thread; blocks until it returns, and raises what it raised."""
+        if threading.current_thread() is self.thread:
+            return fn()  # a job that runs another job: waiting on ourselves would deadlock
+        future: Future = Future()
+        self._jobs.put((fn, future))
+        return future.result()
+
+
 class DevicePool:
     """A thread-safe pool of device names; ``acquire`` blocks until one is free."""
 
@@ -29,6 +70,7 @@ class DevicePool:
         if not devices:
             raise ValueError("a device pool needs at least one device")
         self.devices = list(devices)
+        self._threads: dict[str, ComputeThread] = {}
         self._free: queue.Queue[str] = queue.Queue()
         for d in self.devices:
             self._free.put(d)
@@ -51,6 +93,15 @@ class DevicePool:
             with self._lock:
                 self.in_use.discard(device)
             self._free.put(device)
+
+    def run(self, fn: Callable[[str], T], timeout: float | None = None) -> T:
+        """Hold a free device and run ``fn(device)`` on that device's compute thread."""
+        with self.acquire(timeout) as device:
+            with self._lock:
+                worker = self._threads.get(device)
+                if worker is None:
+                    worker = self._threads[device] = ComputeThread(f"compute-{device}")
+            return worker.run(lambda: fn(device))
 
 
 _POOLS: dict[tuple[str, ...], DevicePool] = {}

@@ -25,12 +25,12 @@ from storage.store import ArtifactRef, Store
 
 def run_stage_now(stage: str, cfg: Config, artifacts: str, dataset: str, category: str,
                   upstream: dict[str, dict[str, Any]], force: bool, devices: list[str]) -> dict[str, Any]:
-    """Run (or reuse) one stage in this process, holding a device slot while it computes."""
+    """Run (or reuse) one stage in this process, on the compute thread of the device slot it holds."""
     store = Store(artifacts)
     refs = {name: ArtifactRef.from_dict(r) for name, r in upstream.items()}
-    pool = shared_pool(devices)
-    with pool.acquire() as device:
-        result = execute(dag.MODULES[stage], cfg, store, dataset, category, refs, force=force, device=device)
+    module = dag.MODULES[stage]
+    result = shared_pool(devices).run(
+        lambda device: execute(module, cfg, store, dataset, category, refs, force=force, device=device))
     return result.to_dict()
 
 

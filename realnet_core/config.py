@@ -145,6 +145,7 @@ class RuntimeConfig(_Section):
     task_runner: Literal["threads", "ray"] = "threads"
     ray_address: str | None = None
     gpus: int | None = Field(None, ge=0, description="None: every visible CUDA device")
+    loader_workers: int = Field(0, ge=0, description="processes that read training and test images ahead")
 
 
 class Config(_Section):

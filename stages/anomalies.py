@@ -25,13 +25,17 @@ class TrainingData:
     source: object
     size: int
 
-    def batch(self, n: int, gen: torch.Generator, normal_fraction: float, synth_kwargs: dict
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(normal, augmented, mask) for n random training images."""
+    def batch(self, n: int, gen: torch.Generator, normal_fraction: float, synth_kwargs: dict,
+              sources: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(normal, augmented, mask) for n random training images.
+
+        ``sources``: the n anomaly-source images, when a loader (stages.loaders) already drew them;
+        otherwise they are drawn here, from ``gen``.
+        """
         idx = torch.randint(0, len(self.images), (n,), generator=gen)
         normal = self.images[idx.to(self.images.device)]
         fg = self.foreground[idx.to(self.images.device)]
-        src = self.source.sample(n, gen, self.size).to(normal.device)
+        src = (sources if sources is not None else self.source.sample(n, gen, self.size)).to(normal.device)
         aug, mask = synthesize(normal, src, fg, generator=gen, normal_fraction=normal_fraction, **synth_kwargs)
         return normal, aug, mask
 

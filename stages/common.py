@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -85,14 +86,29 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
-def seed_generator(seed: int, *parts: str, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator seeded from a base seed and names, so categories draw independent streams."""
+def derive_seed(seed: int, *parts: str) -> int:
+    """A 63-bit seed from a base seed and names, so categories and stages draw independent streams."""
     import hashlib
 
     digest = hashlib.sha256(":".join([str(seed), *parts]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def seed_generator(seed: int, *parts: str, device: torch.device | str = "cpu") -> torch.Generator:
     gen = torch.Generator(device=device)
-    gen.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    gen.manual_seed(derive_seed(seed, *parts))
     return gen
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int, *parts: str) -> Iterator[None]:
+    """Seed torch's global RNG, which layer initialisers draw from, and restore it afterwards.
+
+    Without it, two builds of the same artifact key start from different random weights.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, *parts))
+        yield
 
 
 # ---------------------------------------------------------------- keys

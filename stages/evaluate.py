@@ -20,6 +20,7 @@ from realnet_core.data.images import load_batch
 from realnet_core.viz import triptych, write_png
 from stages.common import StageContext
 from stages.inputs import category_split, test_fingerprint, test_masks, to_tensor
+from stages.loaders import TestBatches, prefetch
 from stages.realnet_io import anomaly_maps, load_bundle
 from storage.arrays import write_float_maps
 from storage.tables import write_table
@@ -53,11 +54,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     maps = np.zeros((len(split.test), size, size), np.float32)
     bar = ctx.progress(len(split.test), "evaluate", unit="img")
     t0 = time.perf_counter()
-    for lo in range(0, len(split.test), cfg.batch_size):
-        batch = split.test[lo: lo + cfg.batch_size]
-        imgs = to_tensor(load_batch([s.path for s in batch], size), ctx.device)
-        maps[lo: lo + len(batch)] = anomaly_maps(backbone, net, imgs, ctx.cfg.runtime.bf16).cpu().numpy()
-        bar.update(len(batch))
+    batches = TestBatches([s.path for s in split.test], cfg.batch_size, size)
+    lo = 0
+    for batch in prefetch(batches, range(len(batches)), ctx.device, ctx.cfg.runtime.loader_workers):
+        imgs = to_tensor(batch, ctx.device)
+        maps[lo: lo + len(imgs)] = anomaly_maps(backbone, net, imgs, ctx.cfg.runtime.bf16).cpu().numpy()
+        lo += len(imgs)
+        bar.update(len(imgs))
     bar.close()
     seconds = time.perf_counter() - t0
     scores = image_scores(torch.from_numpy(maps), cfg.pool_size).numpy()

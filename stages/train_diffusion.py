@@ -20,7 +20,7 @@ from realnet_core.config import Config
 from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_io
-from stages.common import StageContext, autocast, seed_generator
+from stages.common import StageContext, autocast, seed_generator, seeded_init
 from stages.inputs import category_split, present_categories, to_tensor, train_fingerprint, train_images
 from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.tables import write_table
@@ -72,7 +72,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     center, x0_range = _color_prior(data, cfg.color_prior)
     data = data - torch.tensor(center).view(1, 3, 1, 1)
     flags = diffusion_io.unet_flags(cfg, num_classes=len(cats) if labels is not None else None)
-    model = diffusion_io.build_unet(flags).to(dev)
+    with seeded_init(cfg.seed, ctx.dataset, ctx.category, "train_diffusion", "init"):
+        model = diffusion_io.build_unet(flags).to(dev)
     if cfg.init_checkpoint:
         diffusion_io.load_init(model, cfg.init_checkpoint)
     ema = copy.deepcopy(model).requires_grad_(False)

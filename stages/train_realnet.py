@@ -21,8 +21,9 @@ from realnet_core.features.backbones import build_backbone
 from realnet_core.model.realnet import RealNet
 from realnet_core.viz import make_grid, write_png
 from stages.anomalies import load_training_data, synth_kwargs
-from stages.common import StageContext, autocast, seed_generator
+from stages.common import StageContext, autocast, seed_generator, seeded_init
 from stages.inputs import train_fingerprint
+from stages.loaders import SourceSteps, prefetch
 from stages.realnet_io import BUNDLE, save_bundle
 from stages.select_features import read_selection
 from storage.checkpoints import load_checkpoint, save_checkpoint
@@ -49,7 +50,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg, dev = ctx.cfg.train, ctx.device
     backbone = build_backbone(ctx.cfg.afs.backbone, ctx.cfg.afs.backbone_weights).to(dev)
     selected = read_selection(ctx.upstream_path("select_features"))
-    net = build_model(ctx.cfg, list(backbone.channels), selected).to(dev)
+    with seeded_init(cfg.seed, ctx.dataset, ctx.category, "train_realnet", "init"):
+        net = build_model(ctx.cfg, list(backbone.channels), selected).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     data = load_training_data(ctx)
     gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, "train_realnet")
@@ -66,6 +68,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     resumed_from = epoch  # recorded in the manifest: 0 for a fresh start
 
     total = cfg.epochs * steps_per_epoch
+    seed = (cfg.seed, ctx.dataset, ctx.category, "train_realnet", "source")
+    sources = prefetch(SourceSteps(data.source, cfg.batch_size, data.size, seed),
+                       range(epoch * steps_per_epoch, total), dev, ctx.cfg.runtime.loader_workers)
     bar = ctx.progress(total, "train_realnet", unit="step")
     bar.update(epoch * steps_per_epoch)
     t0 = time.perf_counter()
@@ -73,7 +78,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     while epoch < cfg.epochs:
         sums = np.zeros(3)
         for _ in range(steps_per_epoch):
-            normal, aug, mask = data.batch(cfg.batch_size, gen, ctx.cfg.synthesis.normal_fraction, kwargs)
+            normal, aug, mask = data.batch(cfg.batch_size, gen, ctx.cfg.synthesis.normal_fraction, kwargs,
+                                           sources=next(sources))
             with torch.no_grad(), autocast(dev, ctx.cfg.runtime.bf16):
                 feats_a, feats_n = backbone(aug), backbone(normal)
             with autocast(dev, ctx.cfg.runtime.bf16):

@@ -45,3 +45,25 @@ def test_bench_quick_reports_every_metric(one_thread):
 def test_bench_rejects_unknown_part():
     with pytest.raises(ValueError, match="unknown bench part"):
         run_bench("demo", device="cpu", parts=["nope"])
+
+
+def test_bench_trace_writes_a_trace_and_op_table_per_timed_loop(one_thread, tmp_path):
+    import json
+
+    import pandas as pd
+
+    result = run_bench("demo", device="cpu", quick=True, overrides=TINY, parts=["afs", "inference"],
+                       trace_dir=tmp_path)
+
+    assert result["errors"] == {}
+    for label in ("afs", "inference_batch1", "inference_batched"):
+        ops = pd.read_csv(tmp_path / f"{label}.ops.csv")
+        assert {"op", "calls", "self_cpu_ms", "self_device_ms"} <= set(ops.columns)
+        assert ops["self_cpu_ms"].is_monotonic_decreasing and (ops["calls"] > 0).all()
+        assert any("conv" in op for op in ops["op"])  # the backbone's convolutions are in there
+        events = json.loads((tmp_path / f"{label}.trace.json").read_text())["traceEvents"]
+        assert len(events) > 10
+        assert 0 < result[f"{label}_trace_device_busy_fraction"] <= 1
+        assert 0 < result[f"{label}_trace_matmul_conv_share"] <= 1
+        assert result[f"{label}_trace_wall_ms"] > 0 and "%" in result[f"{label}_trace_top_ops"]
+    assert not any(k.startswith("sia_trace") for k in result)  # only the parts that ran
