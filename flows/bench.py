@@ -156,9 +156,12 @@ def _params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _compile(module: torch.nn.Module, cfg: Config) -> Any:
-    # Off by default: compilation takes minutes for the paper UNet and would dominate a short benchmark.
-    return torch.compile(module) if cfg.runtime.compile else module
+def _compile(module: torch.nn.Module, cfg: Config, device: torch.device) -> Any:
+    # The stages' own rule (stages.common.accelerate). Off by default: compiling the paper UNet takes
+    # minutes and would dominate a short benchmark.
+    from stages.common import accelerate
+
+    return accelerate(module, cfg, device)
 
 
 def _prepare(module: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
@@ -233,7 +236,7 @@ def bench_sia(cfg: Config, device: torch.device, quick: bool, channels_last: boo
     elif quick and device.type == "cuda":
         steps = min(steps, 5)
         notes.append(f"sia: quick: timed {steps} steps, scaled to {cfg.sia.sampling_steps} steps per image")
-    net, gen = _compile(model, cfg), torch.Generator().manual_seed(0)
+    net, gen = _compile(model, cfg, device), torch.Generator().manual_seed(0)
 
     def run(n_steps: int) -> None:
         sample(net, flags, cfg.diffusion, batch, 0.15, gen, device, steps=n_steps, bf16=cfg.runtime.bf16)
@@ -266,7 +269,7 @@ def bench_diffusion_train(cfg: Config, device: torch.device, quick: bool, channe
     d = cfg.diffusion
     model = _prepare(build_unet(unet_flags(d)), device, channels_last)
     ema = copy.deepcopy(model).requires_grad_(False)
-    net, opt = _compile(model, cfg), torch.optim.Adam(model.parameters(), lr=d.lr)
+    net, opt = _compile(model, cfg, device), torch.optim.Adam(model.parameters(), lr=d.lr)
     diffusion = GaussianDiffusion(get_named_beta_schedule(d.noise_schedule, d.diffusion_steps))
     gen = torch.Generator().manual_seed(0)
     x0 = _rand_images(d.batch_size, d.image_size, device, gen) * 2 - 1
@@ -314,19 +317,17 @@ def _backbone(cfg: Config, device: torch.device, channels_last: bool) -> torch.n
 def bench_afs(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """Stage 3 per batch: synthesize, backbone on anomalous and normal images, accumulate Eq. 4."""
     from realnet_core.features.afs import AFSAccumulator
-    from stages.anomalies import synth_kwargs
-    from stages.common import autocast
+    from stages.anomalies import paired_features, synth_kwargs
 
     backbone = _backbone(cfg, device, channels_last)
-    net, data, acc = _compile(backbone, cfg), _training_data(cfg, device), AFSAccumulator(backbone.channels)
+    net, data, acc = _compile(backbone, cfg, device), _training_data(cfg, device), AFSAccumulator(backbone.channels)
     gen, kwargs, n = torch.Generator().manual_seed(3), synth_kwargs(cfg), cfg.afs.batch_size
 
     @torch.no_grad()
     def batch() -> None:
         normal, aug, mask = data.batch(n, gen, 0.0, kwargs)
-        with autocast(device, cfg.runtime.bf16):
-            feats_a, feats_n = net(aug), net(normal)
-        acc.update([f.float() for f in feats_a], [f.float() for f in feats_n], mask)
+        feats_a, feats_n = paired_features(net, aug, normal, device, cfg.runtime.bf16)
+        acc.update(feats_a, feats_n, mask)
 
     seconds = time_per_iter(batch, device, BUDGETS[quick]["afs"], "afs")
     return {"afs_seconds_per_1024_images": seconds * 1024 / n, "afs_batch": n, "backbone_params": _params(backbone)}
@@ -340,22 +341,21 @@ def _realnet(cfg: Config, backbone: torch.nn.Module, device: torch.device, chann
 
 
 def bench_realnet_train(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
-    """Stage 4's step: synthetic batch, backbone x2, RealNet forward/backward and an Adam step."""
-    from stages.anomalies import synth_kwargs
+    """Stage 4's step: synthetic batch, one backbone pass, RealNet forward/backward and an Adam step."""
+    from stages.anomalies import paired_features, synth_kwargs
     from stages.common import autocast
 
     backbone = _backbone(cfg, device, channels_last)
     model = _realnet(cfg, backbone, device, channels_last).train()
-    bb, net = _compile(backbone, cfg), _compile(model, cfg)
+    bb, net = _compile(backbone, cfg, device), _compile(model, cfg, device)
     opt, data = torch.optim.Adam(model.parameters(), lr=cfg.train.lr), _training_data(cfg, device)
     gen, kwargs, n = torch.Generator().manual_seed(4), synth_kwargs(cfg), cfg.train.batch_size
 
     def step() -> None:
         normal, aug, mask = data.batch(n, gen, cfg.synthesis.normal_fraction, kwargs)
-        with torch.no_grad(), autocast(device, cfg.runtime.bf16):
-            feats_a, feats_n = bb(aug), bb(normal)
+        feats_a, feats_n = paired_features(bb, aug, normal, device, cfg.runtime.bf16)
         with autocast(device, cfg.runtime.bf16):
-            out = net([f.float() for f in feats_a], [f.float() for f in feats_n], out_size=aug.shape[-2:])
+            out = net(feats_a, feats_n, out_size=aug.shape[-2:])
             loss = model.loss(out, mask)
         opt.zero_grad(set_to_none=True)
         loss["total"].backward()
@@ -373,7 +373,7 @@ def bench_inference(cfg: Config, device: torch.device, quick: bool, channels_las
 
     backbone = _backbone(cfg, device, channels_last)
     model = _realnet(cfg, backbone, device, channels_last).eval()
-    bb, net = _compile(backbone, cfg), _compile(model, cfg)
+    bb, net = _compile(backbone, cfg, device), _compile(model, cfg, device)
     batched = 64 if device.type == "cuda" else cfg.evaluate.batch_size
     gen, size, out = torch.Generator().manual_seed(5), cfg.data.image_size, {}
 

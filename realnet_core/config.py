@@ -141,6 +141,7 @@ class RuntimeConfig(_Section):
     device: str = "auto"
     bf16: bool = True
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     progress: bool = True
     task_runner: Literal["threads", "ray"] = "threads"
     ray_address: str | None = None

@@ -13,7 +13,7 @@ import torch
 
 from realnet_core.synthesis.blend import synthesize
 from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource
-from stages.common import StageContext
+from stages.common import StageContext, autocast
 from stages.inputs import category_split, foreground_masks, to_tensor, train_images
 from storage.arrays import ArrayCorruptError, open_image_array
 
@@ -80,3 +80,17 @@ def load_training_data(ctx: StageContext) -> TrainingData:
 def synth_kwargs(cfg) -> dict:
     lo, hi = cfg.synthesis.perlin_scale_exp
     return {"delta_range": tuple(cfg.synthesis.delta), "min_scale_exp": lo, "max_scale_exp": hi}
+
+
+@torch.no_grad()
+def paired_features(backbone: torch.nn.Module, aug: torch.Tensor, normal: torch.Tensor, device: torch.device,
+                    bf16: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Float backbone features of the augmented and the normal images, from one batched pass.
+
+    One pass of 2B images keeps a GPU busier than two of B; the backbone is frozen in eval mode, so
+    batching them together changes nothing else.
+    """
+    with autocast(device, bf16):
+        feats = backbone(torch.cat([aug, normal]))
+    n = len(aug)
+    return [f[:n].float() for f in feats], [f[n:].float() for f in feats]

@@ -18,7 +18,7 @@ from realnet_core import metrics
 from realnet_core.config import Config
 from realnet_core.data.images import load_batch
 from realnet_core.viz import triptych, write_png
-from stages.common import StageContext
+from stages.common import StageContext, accelerate
 from stages.inputs import category_split, test_fingerprint, test_masks, to_tensor
 from stages.loaders import TestBatches, prefetch
 from stages.realnet_io import anomaly_maps, load_bundle
@@ -49,6 +49,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if not split.test:
         raise ValueError(f"{split.root}/{split.category}: no test images to evaluate")
     backbone, net, bundle = load_bundle(ctx.upstream_path("train_realnet"), ctx.device)
+    backbone, net = accelerate(backbone, ctx.cfg, ctx.device), accelerate(net, ctx.cfg, ctx.device)
     size = int(bundle["image_size"])
     masks = test_masks(split, size)
     maps = np.zeros((len(split.test), size, size), np.float32)

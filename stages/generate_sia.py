@@ -17,7 +17,7 @@ import torch
 from realnet_core.config import Config
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_io
-from stages.common import StageContext, seed_generator
+from stages.common import StageContext, accelerate, seed_generator
 from storage.arrays import (
     ShardProgress,
     create_image_array,
@@ -57,9 +57,7 @@ def _classifier_cond(ctx: StageContext, class_index: int | None):
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg.sia
     model, flags, cats = diffusion_io.load_ema(f"{ctx.upstream_path('train_diffusion')}/ema.pt", ctx.device)
-    if ctx.cfg.runtime.compile and ctx.device.type == "cuda":
-        # Measured on an H100 (BENCHMARKS.md): channels_last + torch.compile doubles SDAS throughput.
-        model = torch.compile(model.to(memory_format=torch.channels_last))
+    model = accelerate(model, ctx.cfg, ctx.device)
     class_index = cats.index(ctx.category) if flags.get("num_classes") else None
     cond_fn = _classifier_cond(ctx, class_index)
     size, n = flags["image_size"], cfg.num_images

@@ -16,8 +16,8 @@ import torch
 from realnet_core.config import Config
 from realnet_core.features.afs import AFSAccumulator, afs_table, select_channels
 from realnet_core.features.backbones import build_backbone
-from stages.anomalies import load_training_data, synth_kwargs
-from stages.common import StageContext, autocast, seed_generator
+from stages.anomalies import load_training_data, paired_features, synth_kwargs
+from stages.common import StageContext, accelerate, seed_generator
 from stages.inputs import train_fingerprint
 from storage.tables import write_table
 
@@ -36,6 +36,7 @@ def fingerprint(cfg: Config, dataset: str, category: str) -> str:
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg.afs
     backbone = build_backbone(cfg.backbone, cfg.backbone_weights).to(ctx.device)
+    features = accelerate(backbone, ctx.cfg, ctx.device)
     data = load_training_data(ctx)
     acc = AFSAccumulator(backbone.channels)
     gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, "afs")
@@ -44,9 +45,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         for _ in range(cfg.batches):
             # Every AFS sample carries an anomaly: a normal one would only dilute Eq. 4.
             normal, aug, mask = data.batch(cfg.batch_size, gen, 0.0, synth_kwargs(ctx.cfg))
-            with autocast(ctx.device, ctx.cfg.runtime.bf16):
-                feats_a, feats_n = backbone(aug), backbone(normal)
-            acc.update([f.float() for f in feats_a], [f.float() for f in feats_n], mask)
+            feats_a, feats_n = paired_features(features, aug, normal, ctx.device, ctx.cfg.runtime.bf16)
+            acc.update(feats_a, feats_n, mask)
             bar.update(cfg.batch_size)
     bar.close()
     losses = acc.losses()

@@ -20,7 +20,7 @@ from realnet_core.config import Config
 from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_io
-from stages.common import StageContext, autocast, seed_generator, seeded_init
+from stages.common import StageContext, accelerate, autocast, seed_generator, seeded_init
 from stages.inputs import category_split, present_categories, to_tensor, train_fingerprint, train_images
 from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.tables import write_table
@@ -77,6 +77,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if cfg.init_checkpoint:
         diffusion_io.load_init(model, cfg.init_checkpoint)
     ema = copy.deepcopy(model).requires_grad_(False)
+    forward = accelerate(model, ctx.cfg, dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     diffusion = GaussianDiffusion(get_named_beta_schedule(cfg.noise_schedule, cfg.diffusion_steps))
     gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, "train_diffusion")
@@ -104,7 +105,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             noise = torch.randn(x0.shape, generator=gen).to(dev)
             kwargs = {"y": labels[idx].to(dev)} if labels is not None else None
             with autocast(dev, ctx.cfg.runtime.bf16):
-                losses = diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise)
+                losses = diffusion.training_losses(forward, x0, t, model_kwargs=kwargs, noise=noise)
             loss = losses["loss"].float().mean() / cfg.grad_accum
             loss.backward()
             total += float(loss.detach())

@@ -20,8 +20,8 @@ from realnet_core.config import Config
 from realnet_core.features.backbones import build_backbone
 from realnet_core.model.realnet import RealNet
 from realnet_core.viz import make_grid, write_png
-from stages.anomalies import load_training_data, synth_kwargs
-from stages.common import StageContext, autocast, seed_generator, seeded_init
+from stages.anomalies import load_training_data, paired_features, synth_kwargs
+from stages.common import StageContext, accelerate, autocast, seed_generator, seeded_init
 from stages.inputs import train_fingerprint
 from stages.loaders import SourceSteps, prefetch
 from stages.realnet_io import BUNDLE, save_bundle
@@ -53,6 +53,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     with seeded_init(cfg.seed, ctx.dataset, ctx.category, "train_realnet", "init"):
         net = build_model(ctx.cfg, list(backbone.channels), selected).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    features, forward = accelerate(backbone, ctx.cfg, dev), accelerate(net, ctx.cfg, dev)
     data = load_training_data(ctx)
     gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, "train_realnet")
     steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(len(data.images) / cfg.batch_size))
@@ -80,10 +81,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
         for _ in range(steps_per_epoch):
             normal, aug, mask = data.batch(cfg.batch_size, gen, ctx.cfg.synthesis.normal_fraction, kwargs,
                                            sources=next(sources))
-            with torch.no_grad(), autocast(dev, ctx.cfg.runtime.bf16):
-                feats_a, feats_n = backbone(aug), backbone(normal)
+            feats_a, feats_n = paired_features(features, aug, normal, dev, ctx.cfg.runtime.bf16)
             with autocast(dev, ctx.cfg.runtime.bf16):
-                out = net([f.float() for f in feats_a], [f.float() for f in feats_n], out_size=aug.shape[-2:])
+                out = forward(feats_a, feats_n, out_size=aug.shape[-2:])
                 loss = net.loss(out, mask)
             opt.zero_grad(set_to_none=True)
             loss["total"].backward()
