@@ -15,7 +15,7 @@ from realnet_core.synthesis.blend import synthesize
 from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource
 from stages.common import StageContext, autocast
 from stages.inputs import category_split, foreground_masks, to_tensor, train_images
-from storage.arrays import ArrayCorruptError, open_image_array
+from storage.arrays import ArrayCorruptError, open_image_array, read_rows
 
 
 @dataclass
@@ -40,8 +40,8 @@ class TrainingData:
         return normal, aug, mask
 
 
-class _CheckedSIASource(SIASource):
-    """An SIA source whose read errors name the Zarr array (zarr itself only says e.g. 'checksum')."""
+class StoredSIASource(SIASource):
+    """The generate_sia artifact as an SIA source: reads by whole chunks, errors that name the array."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -53,7 +53,7 @@ class _CheckedSIASource(SIASource):
 
     def _read(self, indices: np.ndarray) -> np.ndarray:
         try:
-            return super()._read(indices)
+            return read_rows(self.array, indices)
         except Exception as e:
             raise ArrayCorruptError(
                 f"SIA images {self.path}/images are corrupt or truncated (reading images "
@@ -68,7 +68,7 @@ def load_training_data(ctx: StageContext) -> TrainingData:
     imgs = train_images(split, size)
     fg = foreground_masks(imgs, ctx.dataset, ctx.category, cfg.synthesis.use_foreground)
     if cfg.synthesis.source == "sia":
-        source = _CheckedSIASource(f"{ctx.upstream_path('generate_sia')}/sia.zarr")
+        source = StoredSIASource(f"{ctx.upstream_path('generate_sia')}/sia.zarr")
     elif cfg.synthesis.source == "texture":
         source = TextureSource(cfg.synthesis.texture_root)
     else:

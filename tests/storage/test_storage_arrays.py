@@ -12,6 +12,7 @@ from storage.arrays import (
     n_shards,
     open_image_array,
     read_attrs,
+    read_rows,
     verify_image_array,
     write_attrs,
     write_shard,
@@ -130,3 +131,13 @@ def test_group_attrs_round_trip(tmp_path):
     write_attrs(group, {"config": {"steps": 20}, "upstream": ("k1",)})
     write_attrs(group, {"seed": 0})
     assert read_attrs(group) == {"config": {"steps": 20}, "upstream": ["k1"], "seed": 0}
+
+
+def test_read_rows_returns_the_requested_images_in_the_requested_order(tmp_path):
+    data = _images(3)
+    arr = create_image_array(tmp_path / "g.zarr", N, H, W, shard_images=S)
+    for shard in range(n_shards(arr)):
+        write_shard(arr, shard, data[shard * S: (shard + 1) * S])
+    rows = np.array([9, 0, 4, 4, 7])  # across shards, unsorted, repeated
+    np.testing.assert_array_equal(read_rows(open_image_array(tmp_path / "g.zarr"), rows), data[rows])
+    assert read_rows(arr, np.array([], dtype=int)).shape == (0, H, W, 3)
