@@ -31,11 +31,11 @@ RUN pip install .
 COPY . .
 
 # Non-root; /app is theirs because `prefect deploy` and flow runs write beside prefect.yaml.
-# /artifacts is created here so a fresh named volume inherits this ownership.
+# /artifacts and /locks are created here so fresh named volumes inherit this ownership.
 ARG REALNET_UID=1000
 RUN useradd --create-home --uid "${REALNET_UID}" realnet \
-    && mkdir -p /artifacts /data \
-    && chown -R realnet:realnet /app /artifacts
+    && mkdir -p /artifacts /data /locks \
+    && chown -R realnet:realnet /app /artifacts /locks
 USER realnet
 
 CMD ["prefect", "worker", "start", "--pool", "realnet-gpu", "--type", "process"]

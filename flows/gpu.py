@@ -14,10 +14,14 @@ flow than in-process (BENCHMARKS.md, "Training under Prefect"). One thread per s
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -63,13 +67,47 @@ class ComputeThread:
         return future.result()
 
 
-class DevicePool:
-    """A thread-safe pool of device names; ``acquire`` blocks until one is free."""
+# ---------------------------------------------------------------- machine-wide device locks
 
-    def __init__(self, devices: list[str]):
+
+def device_lock_dir() -> Path:
+    """Where GPU lock files live: one folder per machine that every realnet process sees."""
+    return Path(os.environ.get("REALNET_DEVICE_LOCK_DIR") or Path(tempfile.gettempdir()) / "realnet-devices")
+
+
+def gpu_identity(device: str) -> str | None:
+    """A name for the physical GPU behind ``device`` that every process agrees on; None for a CPU.
+
+    ``cuda:0`` means different GPUs under different CUDA_VISIBLE_DEVICES, the UUID does not.
+    """
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    index = torch.device(device).index or 0
+    try:
+        return f"gpu-{torch.cuda.get_device_properties(index).uuid}"
+    except Exception:  # no UUID from this driver: the index is the best there is
+        return f"gpu-{index}"
+
+
+# ---------------------------------------------------------------- the pool
+
+
+class DevicePool:
+    """A thread-safe pool of device names; ``acquire`` blocks until one is free.
+
+    In-process slots alone would let two served flow runs (two processes) train on one GPU at once,
+    so a GPU is also taken through a lock file in :func:`device_lock_dir`, named by ``identity``.
+    A SIGKILLed holder's lock is broken at once (storage.locks), so a crash never strands a GPU.
+    """
+
+    def __init__(self, devices: list[str], identity: Callable[[str], str | None] = gpu_identity,
+                 lock_dir: Path | None = None, poll: float = 0.5):
         if not devices:
             raise ValueError("a device pool needs at least one device")
         self.devices = list(devices)
+        self._identity, self._lock_dir, self._poll = identity, lock_dir, poll
         self._threads: dict[str, ComputeThread] = {}
         self._free: queue.Queue[str] = queue.Queue()
         for d in self.devices:
@@ -78,12 +116,45 @@ class DevicePool:
         self.in_use: set[str] = set()
         self.peak = 0
 
+    def _machine_lock(self, device: str) -> contextlib.AbstractContextManager | None:
+        """The held machine-wide lock of ``device``, or None when another process holds it."""
+        name = self._identity(device)
+        if name is None:
+            return contextlib.nullcontext()
+        from fsspec.implementations.local import LocalFileSystem
+
+        from storage.errors import LockTimeout
+        from storage.locks import FileLock, hold_lock
+
+        folder = self._lock_dir or device_lock_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = str(folder / f"{name}.lock")
+        held = hold_lock(FileLock(LocalFileSystem(), True, path, path), timeout=0)
+        try:
+            held.__enter__()
+        except LockTimeout:
+            return None
+        return held
+
+    def _take(self, deadline: float | None) -> tuple[str, contextlib.AbstractContextManager]:
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                device = self._free.get(timeout=left)
+            except queue.Empty:
+                raise TimeoutError(f"no free device among {self.devices} after waiting") from None
+            held = self._machine_lock(device)
+            if held is not None:
+                return device, held
+            self._free.put(device)  # busy in another process: let threads here try the others
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"no free device among {self.devices}: held by other processes "
+                                   f"(lock files in {self._lock_dir or device_lock_dir()})")
+            time.sleep(self._poll)
+
     @contextlib.contextmanager
     def acquire(self, timeout: float | None = None) -> Iterator[str]:
-        try:
-            device = self._free.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no free device among {self.devices} after {timeout} s") from None
+        device, held = self._take(None if timeout is None else time.monotonic() + timeout)
         with self._lock:
             self.in_use.add(device)
             self.peak = max(self.peak, len(self.in_use))
@@ -92,6 +163,7 @@ class DevicePool:
         finally:
             with self._lock:
                 self.in_use.discard(device)
+            held.__exit__(None, None, None)
             self._free.put(device)
 
     def run(self, fn: Callable[[str], T], timeout: float | None = None) -> T:

@@ -30,6 +30,20 @@ TINY = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_device_locks(tmp_path_factory: pytest.TempPathFactory):
+    """GPU lock files of this test session, apart from those of real runs on the same machine."""
+    import os
+
+    old = os.environ.get("REALNET_DEVICE_LOCK_DIR")
+    os.environ["REALNET_DEVICE_LOCK_DIR"] = str(tmp_path_factory.mktemp("device_locks"))
+    yield
+    if old is None:
+        os.environ.pop("REALNET_DEVICE_LOCK_DIR", None)
+    else:
+        os.environ["REALNET_DEVICE_LOCK_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo dataset (categories brick and grass), built once per test session, small images."""

@@ -100,3 +100,48 @@ def test_run_returns_the_result_and_reraises_the_jobs_error():
 def test_a_job_that_runs_another_job_on_its_own_thread_does_not_deadlock():
     worker = ComputeThread("compute-test")
     assert worker.run(lambda: worker.run(lambda: threading.current_thread().name)) == "compute-test"
+
+
+def test_two_processes_pools_never_hold_the_same_gpu_at_once(tmp_path):
+    # Two served flow runs are two processes with a pool each; the lock file is what they share.
+    # Two pools in one process stand in for them: the lock is an O_EXCL file either way.
+    def same_gpu(device: str) -> str:
+        return "gpu-test-uuid"
+
+    first = DevicePool(["cuda:0"], identity=same_gpu, lock_dir=tmp_path, poll=0.01)
+    second = DevicePool(["cuda:0"], identity=same_gpu, lock_dir=tmp_path, poll=0.01)
+    with first.acquire():
+        with pytest.raises(TimeoutError, match="held by other processes"):
+            with second.acquire(timeout=0.2):
+                pass
+    with second.acquire(timeout=1.0) as device:  # free again once the first run let go
+        assert device == "cuda:0"
+        assert (tmp_path / "gpu-test-uuid.lock").is_file()
+    assert not (tmp_path / "gpu-test-uuid.lock").exists()
+
+
+def test_a_run_waiting_for_a_gpu_gets_it_when_the_other_process_releases_it(tmp_path):
+    first = DevicePool(["cuda:0"], identity=lambda d: "gpu-x", lock_dir=tmp_path, poll=0.01)
+    second = DevicePool(["cuda:0"], identity=lambda d: "gpu-x", lock_dir=tmp_path, poll=0.01)
+    order: list[str] = []
+    with first.acquire():
+        waiter = threading.Thread(target=lambda: second.run(lambda d: order.append("second")))
+        waiter.start()
+        time.sleep(0.1)
+        order.append("first done")
+    waiter.join(timeout=5)
+    assert order == ["first done", "second"]
+
+
+def test_a_gpu_busy_elsewhere_does_not_block_a_free_one(tmp_path):
+    other = DevicePool(["cuda:0"], identity=lambda d: f"gpu-{d[-1]}", lock_dir=tmp_path, poll=0.01)
+    pool = DevicePool(["cuda:0", "cuda:1"], identity=lambda d: f"gpu-{d[-1]}", lock_dir=tmp_path, poll=0.01)
+    with other.acquire():
+        with pool.acquire(timeout=1.0) as device:
+            assert device == "cuda:1"
+
+
+def test_cpu_slots_take_no_machine_lock(tmp_path):
+    with DevicePool(["cpu"], lock_dir=tmp_path).acquire():
+        with DevicePool(["cpu"], lock_dir=tmp_path).acquire(timeout=0.1):
+            assert list(tmp_path.iterdir()) == []
