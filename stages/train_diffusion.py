@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from realnet_core.config import Config
+from realnet_core.data.check import check_test_files
 from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_io
@@ -49,7 +50,10 @@ def _training_set(ctx: StageContext) -> tuple[torch.Tensor, torch.Tensor | None,
     cats = present_categories(cfg, ctx.dataset) if dataset_scoped(cfg) else [ctx.category]
     images, labels = [], []
     for i, cat in enumerate(cats):
-        imgs = train_images(category_split(cfg, ctx.dataset, cat), size)
+        split = category_split(cfg, ctx.dataset, cat)
+        if not dataset_scoped(cfg):  # a shared model must not fail for one category's test files
+            check_test_files(split)
+        imgs = train_images(split, size)
         images.append(imgs)
         labels.append(np.full(len(imgs), i))
     x = to_tensor(np.concatenate(images)) * 2 - 1

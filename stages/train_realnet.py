@@ -17,12 +17,13 @@ import pandas as pd
 import torch
 
 from realnet_core.config import Config
+from realnet_core.data.check import check_test_files
 from realnet_core.features.backbones import build_backbone
 from realnet_core.model.realnet import RealNet
 from realnet_core.viz import make_grid, write_png
 from stages.anomalies import load_training_data, paired_features, synth_kwargs
 from stages.common import StageContext, accelerate, autocast, seed_generator, seeded_init
-from stages.inputs import train_fingerprint
+from stages.inputs import category_split, train_fingerprint
 from stages.loaders import SourceSteps, prefetch
 from stages.realnet_io import BUNDLE, save_bundle
 from stages.select_features import read_selection
@@ -48,6 +49,7 @@ def build_model(cfg: Config, channels: list[int], selected: list[torch.Tensor]) 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg, dev = ctx.cfg.train, ctx.device
+    check_test_files(category_split(ctx.cfg, ctx.dataset, ctx.category))
     backbone = build_backbone(ctx.cfg.afs.backbone, ctx.cfg.afs.backbone_weights).to(dev)
     selected = read_selection(ctx.upstream_path("select_features"))
     with seeded_init(cfg.seed, ctx.dataset, ctx.category, "train_realnet", "init"):

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
-from .images import image_size, read_mask
-from .readers import TestSample, read_category
+from .images import check_file, image_size, read_mask
+from .readers import CategorySplit, TestSample, read_category
 from .registry import DATASETS, check_name
 
 
@@ -34,6 +34,23 @@ def check_category(dataset: str, root: str | os.PathLike, category: str, decode:
             else:
                 read_checked_mask(sample)
     return {"dataset": dataset, "category": category, **split.counts()}
+
+
+def check_test_files(split: CategorySplit) -> None:
+    """Every test image and mask is there, non-empty and not cut short (no decoding: fast).
+
+    Training stages call this first: evaluate needs these files, and a broken one should fail
+    the run before hours of training, not after.
+    """
+    for sample in split.test:
+        for path in (sample.path, sample.mask_path):
+            if path is None:
+                continue
+            try:
+                check_file(path)
+            except DatasetError as e:
+                raise DatasetError(f"{split.dataset}/{split.category} test set: {e} (found before training, "
+                                   f"since evaluate will need it; `realnet data check` lists every problem)") from e
 
 
 def read_checked_mask(sample: TestSample) -> np.ndarray:

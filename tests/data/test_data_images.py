@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -130,3 +131,25 @@ def test_load_batch(tmp_path, trees):
     batch = load_batch(paths, 8)
     assert batch.shape == (3, 8, 8, 3) and batch.dtype == np.uint8
     np.testing.assert_array_equal(batch[1], resize_rgb(read_rgb(paths[1]), 8))
+
+
+def test_check_file_passes_whole_images_and_names_broken_ones(tmp_path):
+    from realnet_core.data.images import check_file
+
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.full((32, 32, 3), 80, np.uint8))
+    cv2.imwrite(str(tmp_path / "good.jpg"), np.full((32, 32, 3), 80, np.uint8))
+    check_file(good)
+    check_file(tmp_path / "good.jpg")
+
+    cut_png = tmp_path / "cut.png"
+    cut_png.write_bytes(good.read_bytes()[:40])
+    cut_jpg = tmp_path / "cut.jpg"
+    cut_jpg.write_bytes((tmp_path / "good.jpg").read_bytes()[:-2])
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for path, message in [(cut_png, "PNG IEND chunk missing"), (cut_jpg, "JPEG end-of-image marker missing"),
+                          (empty, "image file is empty"), (tmp_path / "gone.png", "cannot read image file")]:
+        with pytest.raises(DatasetError, match=message) as info:
+            check_file(path)
+        assert str(path) in str(info.value)

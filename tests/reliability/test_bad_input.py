@@ -92,6 +92,16 @@ def test_corrupt_or_truncated_image(realnet, data_copy, tmp_path, damage, expect
     assert not complete(root, "train_diffusion")
 
 
+def test_truncated_test_image_fails_before_any_training(realnet, data_copy, tmp_path):
+    # Evaluate is the only stage that reads it; the run must still stop before hours of training.
+    image, _ = _first_mask(data_copy)
+    image.write_bytes(image.read_bytes()[:200])
+    root = tmp_path / "artifacts"
+    child = realnet(run_args(root, data_copy))
+    _fails_cleanly(child, root, "demo/brick test set", "PNG IEND chunk missing", str(image), "before training")
+    assert not complete(root, "train_diffusion")
+
+
 def _shrink_mask(data: Path) -> tuple[Path, Path]:
     image, mask = _first_mask(data)
     m = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
