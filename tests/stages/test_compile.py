@@ -36,13 +36,16 @@ def test_compiled_training_and_evaluation_capture_graphs_and_match_eager(pipelin
     root = tmp_path / "artifacts"
     shutil.copytree(store.root, root)
     cfg = tiny_cfg.model_copy(update={"runtime": tiny_cfg.runtime.model_copy(update={"compile": True})})
-    copy, redo, again = Store(str(root)), {"select_features", "train_realnet", "evaluate"}, {}
+    copy, redo, again = Store(str(root)), {"train_diffusion", "select_features", "train_realnet", "evaluate"}, {}
     for stage in dag.active(cfg):
         ups = {u: again[u].ref for u in dag.upstream(stage, cfg)}
         again[stage] = execute(dag.MODULES[stage], cfg, copy, "demo", "brick", ups, force=stage in redo)
     torch._dynamo.reset()
 
-    assert len(graphs) >= 3 and max(graphs) > 50  # backbone and RealNet were captured, not skipped
+    assert len(graphs) >= 4 and max(graphs) > 50  # the UNet, backbone and RealNet were captured, not skipped
+    ema = [torch.load(Path(r["train_diffusion"].ref.path) / "ema.pt", weights_only=True)["ema"]
+           for r in (results, again)]
+    assert all(torch.allclose(ema[0][k].float(), ema[1][k].float(), atol=1e-5) for k in ema[0])
     afs = [pd.read_parquet(Path(r["select_features"].ref.path) / "afs.parquet") for r in (results, again)]
     pd.testing.assert_frame_equal(afs[0], afs[1])
     old, new = (torch.load(Path(r["train_realnet"].ref.path) / "realnet.pt", weights_only=True)["state_dict"]
