@@ -134,8 +134,8 @@ def _params(module: torch.nn.Module) -> int:
 
 
 def _compile(module: torch.nn.Module, cfg: Config, device: torch.device) -> Any:
-    # The stages' own rule (stages.common.accelerate). Off by default: compiling the paper UNet takes
-    # minutes and would dominate a short benchmark.
+    # The stages' own rule (stages.common.accelerate): compiled when runtime.compile is set (the paper
+    # profile). Compilation happens in the warm-up calls, which are never timed.
     from stages.common import accelerate
 
     return accelerate(module, cfg, device)
