@@ -66,19 +66,26 @@ EPHEMERAL_STARTUP_TIMEOUT_S = 120
 
 
 def _patient_ephemeral_server():
-    """Give Prefect's temporary server more than its default 20 s to start.
+    """Settings for Prefect's temporary server, where the user has not set them.
 
-    A fresh PREFECT_HOME migrates its SQLite database on the first start, which on a busy
-    two-core machine takes longer than 20 s, and `realnet run` then fails before any stage ran.
-    An explicit PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS still wins.
+    - Startup timeout 120 s instead of 20: a fresh PREFECT_HOME migrates its SQLite database on the
+      first start, which on a busy two-core machine takes longer, and `realnet run` then failed
+      before any stage ran.
+    - No telemetry: on a machine without internet it logs an ERROR line in every run, which reads
+      as if the pipeline had failed.
     """
-    import contextlib
+    from prefect.settings import (
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
 
-    if os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
-        return contextlib.nullcontext()
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
-
-    return temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_TIMEOUT_S})
+    updates = {}
+    if not os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
+        updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = EPHEMERAL_STARTUP_TIMEOUT_S
+    if not os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED"):
+        updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
+    return temporary_settings(updates=updates)
 
 
 def run_direct(cfg: Config, categories: list[str] | None = None, dataset: str | None = None,
