@@ -28,6 +28,7 @@ class Recorder:
         self.held: dict[str, str] = {}  # device -> "category/stage"
         self.peak = 0
         self.log: list[tuple[str, str, str]] = []
+        self.threads: list[tuple[str, str]] = []
 
     def stage(self, name: str) -> types.ModuleType:
         mod = types.ModuleType(f"fake_{name}")
@@ -42,6 +43,7 @@ class Recorder:
                 self.held[dev] = who
                 self.peak = max(self.peak, len(self.held))
                 self.log.append((ctx.category, name, dev))
+                self.threads.append((dev, threading.current_thread().name))
             time.sleep(0.15)
             (ctx.workdir / "out.txt").write_text(who)
             with self.lock:
@@ -81,6 +83,8 @@ def test_two_categories_on_two_devices_run_at_once_one_stage_per_device(recorder
     assert len(results) == 10 and {r["status"] for r in results.values()} == {"ran"}
     assert recorder.peak == 2 and shared_pool(devices).peak == 2
     assert {dev for _, _, dev in recorder.log} == set(devices)
+    # submitted from 16 task threads, yet every stage ran on its device's one compute thread (flows/gpu.py)
+    assert set(recorder.threads) == {(dev, f"compute-{dev}") for dev in devices}
     # each category's chain still runs in dependency order
     for cat in ("brick", "grass"):
         assert [s for c, s, _ in recorder.log if c == cat] == dag.ORDER
