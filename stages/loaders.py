@@ -3,7 +3,8 @@
 Reading SIA images from Zarr (or textures from disk) and decoding test images are host work; done
 on the compute thread, the GPU waits for it every step. With ``runtime.loader_workers`` > 0 it
 happens in that many worker processes, a few batches ahead, into pinned memory that copies to the
-GPU without blocking. 0 keeps everything on the compute thread, which is faster on a small CPU.
+GPU without blocking. 0 keeps everything on the compute thread and starts no workers (each costs
+seconds of start-up: a fresh Python importing torch), the better choice on a small CPU.
 
 What a training step sees never depends on the worker count or on where a run resumed: step t
 draws its anomaly-source images from a seed of (stage seed, t) alone.
