@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flows.profiling import sync, trace
 from realnet_core.config import Config, load_config
 
 TINY_PIPELINE = [
@@ -76,11 +77,6 @@ def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # Set by run_bench(trace_dir=...): the timed calls are then also profiled (flows/profiling.py),
 # after their timing, so the profiler's own overhead never enters a number.
 TRACE: dict[str, Any] = {"dir": None, "results": {}}
@@ -90,19 +86,17 @@ def time_per_iter(fn: Callable[[], Any], device: torch.device, budget: Budget, l
     """Mean seconds of one call of ``fn`` after ``budget.warmup`` untimed calls; traced too if asked."""
     for _ in range(budget.warmup):
         fn()
-    _sync(device)
+    sync(device)
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < budget.max_iters:
         t0 = time.perf_counter()
         fn()
-        _sync(device)  # a result is only done once the GPU is
+        sync(device)  # a result is only done once the GPU is
         times.append(time.perf_counter() - t0)
         if len(times) >= budget.min_iters and time.perf_counter() - start >= budget.seconds:
             break
     if label and TRACE["dir"] is not None:
-        from flows.profiling import trace
-
         TRACE["results"].update(trace(label, fn, device, TRACE["dir"], iters=1 if label == "sia" else 2))
     return sum(times) / len(times)
 

@@ -26,7 +26,8 @@ _MATMUL = re.compile(r"conv|gemm|xmma|cutlass|fprop|dgrad|wgrad|flash|attention|
                      r"|cublas|sm\d+_", re.IGNORECASE)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device: a GPU result is only done, and timeable, once the GPU is."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -69,12 +70,12 @@ def trace(name: str, fn: Callable[[], Any], device: torch.device, out_dir: str |
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    _sync(device)
+    sync(device)
     with profile(activities=activities) as prof:
         t0 = time.perf_counter()
         for _ in range(iters):
             fn()
-        _sync(device)
+        sync(device)
         wall_ms = (time.perf_counter() - t0) * 1e3 / iters
     table = op_table(prof, device)
     table.to_csv(out / f"{name}.ops.csv", index=False)
