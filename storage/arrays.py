@@ -228,9 +228,9 @@ def write_float_maps(path: str | os.PathLike, maps: np.ndarray, name: str = "map
 def read_rows(array: zarr.Array, indices: np.ndarray) -> np.ndarray:
     """Rows ``indices`` of an image array, read as concurrent single-chunk reads.
 
-    zarr 3.1's orthogonal selection decodes every chunk of each shard it touches: 16 random images
-    out of two 256-image shards took 230 ms on the 2-core CPU, and 19 ms as 16 concurrent chunk reads
-    (``realnet bench --part loading``; BENCHMARKS.md).
+    zarr 3.1's orthogonal selection decodes every chunk of each shard it touches: a batch of 16 random
+    images out of two 256-image shards took 231 ms on the 2-core CPU, and 39.5 ms with these reads
+    (``realnet bench --profile paper --part loading``; BENCHMARKS.md).
     """
     from zarr.core.sync import sync  # the event loop zarr's own synchronous API runs on
 

@@ -42,6 +42,15 @@ def _truncation(head: bytes, tail: bytes, size: int) -> str | None:
     return None
 
 
+def _require_whole(path: PathLike, head: bytes, tail: bytes, size: int) -> None:
+    """DatasetError naming ``path`` if the file is empty or cut short (see ``_truncation``)."""
+    if size == 0:
+        raise DatasetError(f"image file is empty: {os.fspath(path)}")
+    problem = _truncation(head, tail, size)
+    if problem:
+        raise DatasetError(f"image file is truncated ({problem}): {os.fspath(path)}")
+
+
 def check_file(path: PathLike) -> None:
     """Without decoding: DatasetError if the image file is missing, empty or cut short.
 
@@ -56,11 +65,7 @@ def check_file(path: PathLike) -> None:
             tail = f.read()
     except OSError as e:
         raise DatasetError(f"cannot read image file {os.fspath(path)}: {e}") from e
-    if size == 0:
-        raise DatasetError(f"image file is empty: {os.fspath(path)}")
-    problem = _truncation(head, tail, size)
-    if problem:
-        raise DatasetError(f"image file is truncated ({problem}): {os.fspath(path)}")
+    _require_whole(path, head, tail, size)
 
 
 def _decode(path: PathLike) -> np.ndarray:
@@ -70,11 +75,7 @@ def _decode(path: PathLike) -> np.ndarray:
             data = f.read()
     except OSError as e:
         raise DatasetError(f"cannot read image file {os.fspath(path)}: {e}") from e
-    if not data:
-        raise DatasetError(f"image file is empty: {os.fspath(path)}")
-    problem = _truncation(data[:16], data[-TAIL:], len(data))
-    if problem:
-        raise DatasetError(f"image file is truncated ({problem}): {os.fspath(path)}")
+    _require_whole(path, data[:16], data[-TAIL:], len(data))
     img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise DatasetError(f"cannot decode image file (corrupt, truncated or unsupported): {os.fspath(path)}")

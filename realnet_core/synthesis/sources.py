@@ -48,8 +48,9 @@ def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
 class SIASource:
     """Synthetic Industrial Anomaly images from an (N, H, W, 3) uint8 array (numpy or zarr).
 
-    Indices are drawn with replacement; the distinct ones are read in one sorted selection, which
-    for a Zarr array touches each chunk/shard once.
+    Indices are drawn with replacement; the distinct ones are read in one sorted selection. That is
+    right for a Zarr array too, but zarr 3.1 decodes every chunk of each shard it touches: the stages
+    read stored SIA through ``stages.anomalies.StoredSIASource``, which reads single chunks.
     """
 
     def __init__(self, array: Any) -> None:
