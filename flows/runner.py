@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ def ensure_demo_data(cfg: Config, targets: list[tuple[str, str]]) -> None:
         if not root.exists():
             from realnet_core.data.demo import build_demo_dataset
 
-            print(f"building the demo dataset in {root}")
+            # stderr: stdout carries `realnet run --json`, which must stay parseable.
+            print(f"building the demo dataset in {root}", file=sys.stderr)
             build_demo_dataset(root)
 
 
