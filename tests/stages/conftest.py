@@ -39,3 +39,25 @@ def pipeline_run(tiny_cfg, tmp_path_factory):
         ups = {u: results[u].ref for u in dag.upstream(stage, tiny_cfg)}
         results[stage] = execute(dag.MODULES[stage], tiny_cfg, store, "demo", "brick", ups)
     return store, results
+
+
+@pytest.fixture
+def rerun_on_a_copy(pipeline_run, tmp_path):
+    """``rerun(cfg, redo)``: every stage again with ``cfg`` on a copy of the session store, the ``redo``
+    stages forced and the others reused; returns the new StageResults by stage."""
+    import shutil
+
+    from stages import dag
+    from stages.common import execute
+    from storage.store import Store
+
+    def rerun(cfg, redo: set[str]) -> dict:
+        root = tmp_path / "artifacts"
+        shutil.copytree(pipeline_run[0].root, root)
+        copy, results = Store(str(root)), {}
+        for stage in dag.active(cfg):
+            ups = {u: results[u].ref for u in dag.upstream(stage, cfg)}
+            results[stage] = execute(dag.MODULES[stage], cfg, copy, "demo", "brick", ups, force=stage in redo)
+        return results
+
+    return rerun

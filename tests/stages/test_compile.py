@@ -7,18 +7,13 @@ the wiring, not the generated kernels, which BENCHMARKS.md measures on a GPU.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from stages import dag
-from stages.common import execute
-from storage.store import Store
 
-
-def test_compiled_training_and_evaluation_capture_graphs_and_match_eager(pipeline_run, tiny_cfg, tmp_path,
+def test_compiled_training_and_evaluation_capture_graphs_and_match_eager(pipeline_run, tiny_cfg, rerun_on_a_copy,
                                                                          monkeypatch):
     import torch._dynamo
 
@@ -32,14 +27,9 @@ def test_compiled_training_and_evaluation_capture_graphs_and_match_eager(pipelin
     monkeypatch.setattr(torch, "compile", lambda module, mode=None: real_compile(module, backend=recording_backend))
     torch._dynamo.reset()
 
-    store, results = pipeline_run
-    root = tmp_path / "artifacts"
-    shutil.copytree(store.root, root)
+    _, results = pipeline_run
     cfg = tiny_cfg.model_copy(update={"runtime": tiny_cfg.runtime.model_copy(update={"compile": True})})
-    copy, redo, again = Store(str(root)), {"train_diffusion", "select_features", "train_realnet", "evaluate"}, {}
-    for stage in dag.active(cfg):
-        ups = {u: again[u].ref for u in dag.upstream(stage, cfg)}
-        again[stage] = execute(dag.MODULES[stage], cfg, copy, "demo", "brick", ups, force=stage in redo)
+    again = rerun_on_a_copy(cfg, {"train_diffusion", "select_features", "train_realnet", "evaluate"})
     torch._dynamo.reset()
 
     assert len(graphs) >= 4 and max(graphs) > 50  # the UNet, backbone and RealNet were captured, not skipped

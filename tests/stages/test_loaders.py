@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +10,7 @@ import pytest
 import torch
 
 from realnet_core.synthesis.sources import SIASource
-from stages import dag
-from stages.common import execute
 from stages.loaders import SourceSteps, TestBatches, prefetch
-from storage.store import Store
 
 
 def test_a_steps_source_images_depend_only_on_the_seed_and_step_number():
@@ -50,15 +46,12 @@ def test_a_bad_test_image_read_in_a_worker_still_names_the_file(tmp_path):
         list(prefetch(TestBatches([str(bad)], 1, 16), range(1), torch.device("cpu"), workers=1))
 
 
-def test_training_and_evaluation_with_loader_workers_match_the_plain_run(pipeline_run, tiny_cfg, tmp_path):
-    store, results = pipeline_run
-    root = tmp_path / "artifacts"
-    shutil.copytree(store.root, root)
+def test_training_and_evaluation_with_loader_workers_match_the_plain_run(pipeline_run, tiny_cfg,
+                                                                          rerun_on_a_copy):
+    _, results = pipeline_run
     cfg = tiny_cfg.model_copy(update={"runtime": tiny_cfg.runtime.model_copy(update={"loader_workers": 2})})
-    copy, redo, again = Store(str(root)), {"train_realnet", "evaluate"}, {}
-    for stage in dag.active(cfg):
-        ups = {u: again[u].ref for u in dag.upstream(stage, cfg)}
-        again[stage] = execute(dag.MODULES[stage], cfg, copy, "demo", "brick", ups, force=stage in redo)
+    redo = {"train_realnet", "evaluate"}
+    again = rerun_on_a_copy(cfg, redo)
     assert {s: r.status for s, r in again.items() if s in redo} == {"train_realnet": "ran", "evaluate": "ran"}
 
     def weights(res):
