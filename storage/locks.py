@@ -1,13 +1,19 @@
 """Artifact locks: atomic create-if-absent lock files that also work on shared and remote filesystems.
 
 Two runs building the same artifact key take turns; different keys never block each other. A lock
-whose holder provably died (a SIGKILLed run on this machine) is broken at once, so a rerun resumes
-without waiting; holders refresh the lock while they hold it, so a long stage never looks dead.
+whose holder provably died (a SIGKILLed run on this machine, also one in another container sharing
+the lock's volume) is broken at once, so a rerun resumes without waiting; holders refresh the lock
+while they hold it, so a long stage never looks dead.
+
+On local filesystems the holder also keeps an advisory flock on the lock file. The kernel drops it
+when the holder dies, whatever pid namespace it ran in, so a free flock on a complete lock proves
+its holder gone where the pid rule cannot see it (GPU locks on a volume shared by containers).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -69,6 +75,25 @@ def _holder_died_here(held: dict[str, Any]) -> bool:
     return started is not None and _proc_start(pid) not in (None, started)  # the pid was reused
 
 
+def _flock(fd: int, op: int) -> bool:
+    """Take flock `op` on `fd` without waiting; False when another open file holds it, or when the
+    filesystem has no flock (ENOLCK, EOPNOTSUPP: some network mounts), where the pid and age rules
+    alone then decide, as before."""
+    try:
+        fcntl.flock(fd, op | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    try:
+        held = json.loads(raw)
+    except ValueError:
+        return {}  # a holder between create and write, or one that died there; only age can clear it
+    return held if isinstance(held, dict) else {}
+
+
 # ---------------------------------------------------------------- the lock file
 
 
@@ -77,45 +102,60 @@ class FileLock:
 
     def __init__(self, fs: Any, local: bool, path: str, url: str):
         self.fs, self.local, self.path, self.url = fs, local, path, url
+        self._fd: int | None = None  # the open lock file whose flock shows we are alive
 
     def create(self, token: str) -> bool:
         info = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "token": token,
                 "pid_space": _pid_space(), "pid_start": _proc_start(os.getpid())}
-        data = json.dumps(info).encode()
         try:
             if self.local:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
                 try:
-                    os.write(fd, data)
-                finally:
+                    # Flock before the body is written: checkers trust a free flock only on a body
+                    # saying "flock", so none takes us for dead between the create and the flock.
+                    info["flock"] = _flock(fd, fcntl.LOCK_EX)
+                    os.write(fd, json.dumps(info).encode())
+                except BaseException:
+                    os.close(fd)
+                    raise
+                if info["flock"]:
+                    self._fd = fd  # kept open while we hold the lock: closing it drops the flock
+                else:
                     os.close(fd)
             else:
                 with self.fs.open(self.path, "xb") as f:
-                    f.write(data)
+                    f.write(json.dumps(info).encode())
             return True
         except FileExistsError:
             return False
         except OSError as e:
             raise StoreError(f"cannot create lock {self.url}: {e}") from e
 
-    def read(self) -> tuple[dict[str, Any], float | None]:
-        """Lock content and age in seconds; age None when the lock vanished meanwhile."""
+    def read(self) -> tuple[dict[str, Any], float | None, bool]:
+        """Lock content, age in seconds (None when the lock vanished meanwhile), and whether its
+        holder certainly died (its flock is free)."""
         try:
-            with self.fs.open(self.path, "rb") as f:
-                raw = f.read()
-            mtime = os.stat(self.path).st_mtime if self.local else None
+            if self.local:
+                # Body and probe on one open file, so both are one holder's. Only a body saying "flock"
+                # counts: that holder flocked before writing it (older holders and filesystems without
+                # flock never do, and keep the pid and age rules). Flocks belong to open files, so a
+                # holder in this process is seen alive too. LOCK_SH meets the holder's LOCK_EX without
+                # write access (which NFS, emulating flock, would want). The block's end drops our
+                # probe before any break.
+                with open(self.path, "rb") as f:
+                    held, mtime = _parse(f.read()), os.fstat(f.fileno()).st_mtime
+                    orphaned = held.get("flock") is True and _flock(f.fileno(), fcntl.LOCK_SH)
+            else:
+                with self.fs.open(self.path, "rb") as f:
+                    held, mtime, orphaned = _parse(f.read()), None, False
         except FileNotFoundError:
-            return {}, None
-        try:
-            held = json.loads(raw)
-        except ValueError:
-            held = {}  # a holder that died between create and write; only age can clear it
+            return {}, None, False
         # Locally the mtime is the heartbeat; remote backends get the time rewritten into the file.
-        return held, time.time() - (mtime if mtime is not None else float(held.get("time", 0.0)))
+        return held, time.time() - (mtime if mtime is not None else float(held.get("time", 0.0))), orphaned
 
     @staticmethod
-    def stale(held: dict[str, Any], age: float, stale_after: float) -> bool:
-        if _holder_died_here(held):
+    def stale(held: dict[str, Any], age: float, stale_after: float, orphaned: bool = False) -> bool:
+        if orphaned or _holder_died_here(held):
             return True
         if age <= stale_after:
             return False
@@ -149,7 +189,7 @@ class FileLock:
 
     def heartbeat(self, token: str, stop: threading.Event, every: float) -> None:
         while not stop.wait(every):
-            held, _ = self.read()
+            held, _, _ = self.read()
             if held.get("token") != token:
                 return
             with contextlib.suppress(OSError):
@@ -158,6 +198,19 @@ class FileLock:
                 else:
                     self.fs.pipe_file(self.path, json.dumps({**held, "time": time.time()}).encode())
 
+    def release(self, token: str) -> None:
+        try:
+            held, _, _ = self.read()
+            if held.get("token") == token:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(self.path)
+        finally:
+            # Only now drop the flock. Dropped first, it would let a checker break our still-present
+            # lock as orphaned and a new holder create one, which our removal would then delete.
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
 
 @contextlib.contextmanager
 def hold_lock(lock: FileLock, timeout: float | None = None, stale_after: float = 3600.0, poll: float = 0.1
@@ -165,8 +218,10 @@ def hold_lock(lock: FileLock, timeout: float | None = None, stale_after: float =
     """Hold the lock file (atomic create-if-absent) while the block runs.
 
     Waits while someone else holds it (raising LockTimeout after `timeout` seconds). A lock whose
-    holder provably died (same boot and pid namespace, pid gone or reused: e.g. a run killed
-    with SIGKILL) is broken at once, so a rerun resumes without waiting. Otherwise a lock older
+    holder provably died is broken at once, so a rerun resumes without waiting: same boot and pid
+    namespace with the pid gone or reused (e.g. a run killed with SIGKILL), or, on a local
+    filesystem, its flock dropped by the kernel: this also catches a dead holder in another
+    container on this host sharing the volume, whose pids we cannot see. Otherwise a lock older
     than `stale_after` seconds is broken when its pid is dead on this host, or when it belongs
     to another host (whose processes we cannot see). Holders refresh the lock's age while they
     hold it, so a long stage is not mistaken for a dead one.
@@ -174,8 +229,8 @@ def hold_lock(lock: FileLock, timeout: float | None = None, stale_after: float =
     token = uuid.uuid4().hex
     deadline = None if timeout is None else time.monotonic() + timeout
     while not lock.create(token):
-        held, age = lock.read()
-        if age is not None and lock.stale(held, age, stale_after):
+        held, age, orphaned = lock.read()
+        if age is not None and lock.stale(held, age, stale_after, orphaned):
             lock.break_(held)
             continue
         if deadline is not None and time.monotonic() >= deadline:
@@ -195,7 +250,4 @@ def hold_lock(lock: FileLock, timeout: float | None = None, stale_after: float =
     finally:
         stop.set()
         beat.join()
-        held, _ = lock.read()
-        if held.get("token") == token:
-            with contextlib.suppress(FileNotFoundError):
-                lock.fs.rm_file(lock.path)
+        lock.release(token)
