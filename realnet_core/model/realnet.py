@@ -146,7 +146,7 @@ class RealNet(nn.Module):
         Args:
             feats_aug: backbone maps of the (possibly anomalous) input images, one per layer.
             feats_normal: backbone maps of the matching normal images; only for training.
-            out_size: (H, W) of the image; None keeps the logits at the stride-4 resolution.
+            out_size: (H, W) of the image; None gives the logits at twice the stride-4 resolution.
 
         Returns:
             dict with `recon` (list of G_k(varphi_k(A))), `recon_loss` (scalar; zero when

@@ -2,13 +2,14 @@
 
 One small UNet is trained per backbone layer k to map the AFS-selected features of an
 anomalous image, varphi_k(A), to those of the underlying normal image, varphi_k(I) (Eq. 5).
-It is the diffusion-style UNet without any time embedding: base width = input width / 2,
-channel multipliers (1, 2, 4), two residual blocks per level, self-attention at the two lower
-levels and in the middle block, and a zero-initialised output convolution.
+It is the diffusion-style UNet without any time embedding, laid out as in the authors' code: base
+width = input width / 2, channel multipliers (1, 2, 4), two residual blocks per level (one conv
+each), residual blocks that pool down and transpose-conv up between levels, self-attention at the
+two lower levels and in the middle block, and a zero-initialised output convolution.
 
-Feature maps of any spatial size work (8x8, 7x7, 2x2, ...): downsampling is a stride-2 conv
-(output ceil(H/2)) and each upsampling step resizes to the exact size of the skip tensor it is
-concatenated with, so odd sizes round-trip without padding or cropping.
+Feature maps of any spatial size work (8x8, 7x7, 2x2, ...): downsampling rounds odd sizes up
+(ceil(H/2)) and each upsampling step crops to the exact size of the skip tensor it is
+concatenated with, so odd sizes round-trip without padding.
 """
 
 from __future__ import annotations
@@ -46,27 +47,43 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """(GroupNorm, SiLU, 3x3 conv) twice, plus a skip path (1x1 conv when the width changes)."""
+    """GroupNorm, SiLU, one 3x3 conv, plus a skip path (1x1 conv when the width changes).
 
-    def __init__(self, in_channels: int, out_channels: int | None = None) -> None:
+    `resample` makes it the level-changing block of the authors' UNet: "down" average-pools both
+    paths by 2, "up" doubles both with a 4x4 transposed conv. One conv per block is the authors'
+    layout, and the paper's sizes confirm it: with WideResNet50 it gives 2.18 GiB for m = {256, 512,
+    512, 256} and 0.73 GiB for half those widths (Table S4: 2.2 GB and 0.74 GB); two convs per
+    block would give 2.93 and 0.92 GiB.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int | None = None, resample: str | None = None) -> None:
         super().__init__()
+        if resample not in (None, "down", "up"):
+            raise ValueError(f"resample must be None, 'down' or 'up', got {resample!r}")
         out_channels = out_channels or in_channels
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.block = nn.Sequential(
-            group_norm(in_channels),
-            nn.SiLU(),
-            nn.Conv2d(in_channels, out_channels, 3, padding=1),
-            group_norm(out_channels),
-            nn.SiLU(),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1),
-        )
+        self.resample = resample
+        self.norm = nn.Sequential(group_norm(in_channels), nn.SiLU())
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.skip: nn.Module = (
             nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
         )
+        if resample == "up":
+            self.up_h = nn.ConvTranspose2d(in_channels, in_channels, 4, stride=2, padding=1)
+            self.up_x = nn.ConvTranspose2d(in_channels, in_channels, 4, stride=2, padding=1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.skip(x) + self.block(x)
+    def forward(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        h = self.norm(x)
+        if self.resample == "down":
+            # ceil_mode keeps odd sizes (7 -> 4 -> 2 -> 1) instead of dropping the last row.
+            h, x = (F.avg_pool2d(t, 2, ceil_mode=True) for t in (h, x))
+        elif self.resample == "up":
+            # x2 can overshoot an odd skip size by one (4 -> 8 for 7): crop to the skip's size.
+            size = size or (2 * x.shape[-2], 2 * x.shape[-1])
+            h = self.up_h(h)[..., : size[0], : size[1]]
+            x = self.up_x(x)[..., : size[0], : size[1]]
+        return self.skip(x) + self.conv(h)
 
 
 class AttentionBlock(nn.Module):
@@ -99,26 +116,6 @@ class AttentionBlock(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(-1, -2).reshape(b, c, h, w)
         return x + self.proj(out)
-
-
-class _Downsample(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x)
-
-
-class _Upsample(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
-        # Resize to the skip tensor's exact size rather than x2: stride-2 convs round odd sizes up
-        # (7 -> 4 -> 2), and a plain x2 would come back as 8 instead of 7.
-        return self.conv(F.interpolate(x, size=size, mode="nearest"))
 
 
 class _Stage(nn.Module):
@@ -201,7 +198,7 @@ class ReconUNet(nn.Module):
                 ch = out_ch
                 skip_chs.append(ch)
             if level != n_levels - 1:
-                self.down.append(_Downsample(ch))
+                self.down.append(ResBlock(ch, resample="down"))
                 skip_chs.append(ch)
 
         self.mid = nn.Sequential(
@@ -221,7 +218,7 @@ class ReconUNet(nn.Module):
                 ch = out_ch
                 if level > 0 and i == num_res_blocks:
                     # Keyed by the index of the up stage it follows.
-                    self.upsamplers[str(len(self.up) - 1)] = _Upsample(ch)
+                    self.upsamplers[str(len(self.up) - 1)] = ResBlock(ch, resample="up")
 
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)

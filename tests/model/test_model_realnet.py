@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from realnet_core.model import RealNet, image_scores
+from realnet_core.model import Discriminator, RealNet, ReconUNet, image_scores
 
 CHANNELS = [6, 8, 8, 10]
 SIZES = [16, 8, 4, 2]  # strides 4, 8, 16, 32 of a 64x64 image
@@ -78,7 +78,7 @@ def test_inference_without_normal_features_and_default_size() -> None:
     with torch.no_grad():
         out = net(_feats(3))
     assert out["recon_loss"].item() == 0.0
-    assert out["logits"].shape == (3, 2, 16, 16)  # stride-4 resolution when no out_size
+    assert out["logits"].shape == (3, 2, 32, 32)  # twice the stride-4 resolution when no out_size
     # Masks at image size are resized to the logits.
     assert torch.isfinite(net.loss(out, torch.zeros(3, 1, *IMAGE))["seg"])
 
@@ -151,3 +151,17 @@ def test_image_scores_hand_made() -> None:
     torch.testing.assert_close(pixel_max, torch.tensor([1.0, 1.0, 0.25]))
     # Maps smaller than the kernel: pooled over the whole map.
     torch.testing.assert_close(image_scores(torch.ones(2, 4, 4) * 0.5), torch.tensor([0.5, 0.5]))
+
+
+@pytest.mark.parametrize(("dims", "paper_gib"), [((256, 512, 512, 256), 2.2), ((128, 256, 256, 128), 0.74)])
+def test_paper_model_size_matches_table_s4(dims: tuple[int, ...], paper_gib: float) -> None:
+    """With WideResNet50 the float32 model is 2.2 GB for m = {256, 512, 512, 256} and 0.74 GB for
+    half those widths (paper, Table S4); the sizes come out in GiB, to the second decimal."""
+    from torchvision.models import wide_resnet50_2
+
+    with torch.device("meta"):  # counts parameters without allocating 2 GB
+        backbone = wide_resnet50_2()
+        # RealNet's own parts (its constructor validates indices, which meta tensors cannot do).
+        head = torch.nn.ModuleList([*(ReconUNet(m) for m in dims), Discriminator(sum(dims) // 3)])
+    params = sum(p.numel() for m in (backbone, head) for p in m.parameters())
+    assert params * 4 / 2**30 == pytest.approx(paper_gib, abs=0.01)
