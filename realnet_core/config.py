@@ -142,6 +142,9 @@ class RuntimeConfig(_Section):
     bf16: bool = True
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    cudnn_benchmark: bool = Field(
+        False, description="let cuDNN time its convolution algorithms per shape: fixed-shape loops may run "
+        "faster, results are no longer bitwise repeatable on a GPU")
     progress: bool = True
     task_runner: Literal["threads", "ray"] = "threads"
     ray_address: str | None = None

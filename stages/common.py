@@ -93,12 +93,14 @@ def accelerate(module: torch.nn.Module, cfg: Config, device: torch.device) -> to
     slower on an H100 (eager GroupNorm in NHWC), compiled it doubled it (BENCHMARKS.md). The returned
     module shares the parameters: train, save and load through the original.
     """
+    # Process-wide, so set at every call: stages of one run share the runtime config.
+    torch.backends.cudnn.benchmark = cfg.runtime.cudnn_benchmark
     if not cfg.runtime.compile:
         return module
-    import torch._dynamo
+    import torch._dynamo as dynamo
 
     # An optimisation must never fail a stage: what the compiler cannot handle runs eagerly instead.
-    torch._dynamo.config.suppress_errors = True
+    dynamo.config.suppress_errors = True
     if device.type == "cuda":
         module = module.to(memory_format=torch.channels_last)
     return torch.compile(module, mode=cfg.runtime.compile_mode)

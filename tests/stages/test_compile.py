@@ -43,3 +43,15 @@ def test_compiled_training_and_evaluation_capture_graphs_and_match_eager(pipelin
     assert all(torch.allclose(old[k].float(), new[k].float(), atol=1e-5) for k in old)
     scores = [pd.read_parquet(Path(r["evaluate"].ref.path) / "scores.parquet") for r in (results, again)]
     pd.testing.assert_frame_equal(scores[0], scores[1], atol=1e-5)
+
+
+def test_cudnn_benchmark_follows_the_runtime_config(tiny_cfg, monkeypatch):
+    from stages.common import accelerate
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    net = torch.nn.Conv2d(1, 1, 1)
+    on = tiny_cfg.model_copy(update={"runtime": tiny_cfg.runtime.model_copy(update={"cudnn_benchmark": True})})
+    assert accelerate(net, on, torch.device("cpu")) is net  # compile off: the module itself
+    assert torch.backends.cudnn.benchmark is True
+    accelerate(net, tiny_cfg, torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False  # the default: bitwise repeatable GPU results
