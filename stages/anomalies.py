@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from realnet_core.data.readers import CategorySplit
 from realnet_core.synthesis.blend import synthesize
 from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource
 from stages.common import StageContext, autocast
@@ -61,10 +62,11 @@ class StoredSIASource(SIASource):
             ) from e
 
 
-def load_training_data(ctx: StageContext) -> TrainingData:
+def load_training_data(ctx: StageContext, split: CategorySplit | None = None) -> TrainingData:
+    """Training images, foreground masks and the anomaly source; `split` saves listing the category again."""
     cfg = ctx.cfg
     size = cfg.data.image_size
-    split = category_split(cfg, ctx.dataset, ctx.category)
+    split = split or category_split(cfg, ctx.dataset, ctx.category)
     imgs = train_images(split, size)
     fg = foreground_masks(imgs, ctx.dataset, ctx.category, cfg.synthesis.use_foreground)
     if cfg.synthesis.source == "sia":

@@ -49,14 +49,15 @@ def build_model(cfg: Config, channels: list[int], selected: list[torch.Tensor]) 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg, dev = ctx.cfg.train, ctx.device
-    check_test_files(category_split(ctx.cfg, ctx.dataset, ctx.category))
+    split = category_split(ctx.cfg, ctx.dataset, ctx.category)
+    check_test_files(split)
     backbone = build_backbone(ctx.cfg.afs.backbone, ctx.cfg.afs.backbone_weights).to(dev)
     selected = read_selection(ctx.upstream_path("select_features"))
     with seeded_init(cfg.seed, ctx.dataset, ctx.category, "train_realnet", "init"):
         net = build_model(ctx.cfg, list(backbone.channels), selected).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     features, forward = accelerate(backbone, ctx.cfg, dev), accelerate(net, ctx.cfg, dev)
-    data = load_training_data(ctx)
+    data = load_training_data(ctx, split)
     gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, "train_realnet")
     steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(len(data.images) / cfg.batch_size))
     kwargs = synth_kwargs(ctx.cfg)
