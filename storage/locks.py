@@ -7,7 +7,9 @@ while they hold it, so a long stage never looks dead.
 
 On local filesystems the holder also keeps an advisory flock on the lock file. The kernel drops it
 when the holder dies, whatever pid namespace it ran in, so a free flock on a complete lock proves
-its holder gone where the pid rule cannot see it (GPU locks on a volume shared by containers).
+its holder gone where the pid rule cannot see it (GPU locks on a volume shared by containers). A
+breaker removes such a lock only while holding its flock, so a live holder is never robbed, even
+when its heartbeat looks stale, and two breakers never both take the lock.
 """
 
 from __future__ import annotations
@@ -163,29 +165,64 @@ class FileLock:
             return not _pid_alive(held.get("pid"))
         return True
 
-    def break_(self, held: dict[str, Any]) -> None:
+    def break_(self, held: dict[str, Any]) -> bool:
+        """Remove the stale lock judged from `held`; True when the lock is gone (by us or meanwhile)."""
         if not self.local:
-            current, _ = self.read()
+            current, _, _ = self.read()
             if current.get("token") == held.get("token"):
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm_file(self.path)
-            return
+            return True
+        if held.get("flock") is True:
+            broken = self._break_flocked(held)
+            if broken is not None:
+                return broken
         # Rename first, then check we took the stale lock we judged: two breakers racing could
-        # otherwise delete the fresh lock that the faster one just created.
+        # otherwise delete the fresh lock that the faster one just created. A third process can still
+        # create a lock in the instant before a wrongly taken one is put back; flocked locks avoid that.
         aside = f"{self.path}.broken-{uuid.uuid4().hex}"
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:
-            return
+            return True
         try:
             with open(aside, "rb") as f:
                 taken = json.loads(f.read() or b"{}")
         except ValueError:
             taken = {}
-        if taken.get("token") != held.get("token"):
+        ours = taken.get("token") == held.get("token")
+        if not ours:
             with contextlib.suppress(FileExistsError):
                 os.link(aside, self.path)  # put the live lock back unless someone already holds a new one
         os.unlink(aside)
+        return ours
+
+    def _break_flocked(self, held: dict[str, Any]) -> bool | None:
+        """Unlink a flocked lock while holding its flock exclusively; None where we cannot open it so.
+
+        The flock makes us the only remover: a live holder keeps it, and a second breaker cannot take it
+        until we are done, by when the path no longer names this file, which it checks. So no breaker
+        ever removes a lock that someone has just taken.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDWR)  # NFS grants an exclusive flock only to a writable file
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return None  # e.g. another user's lock file: the rename-aside way needs only the folder
+        try:
+            if not _flock(fd, fcntl.LOCK_EX):
+                return False  # its holder lives after all, or another breaker is at it
+            with contextlib.suppress(FileNotFoundError):
+                here, mine = os.stat(self.path), os.fstat(fd)
+                with os.fdopen(os.dup(fd), "rb") as f:
+                    current = _parse(f.read())
+                same_file = (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+                if same_file and current.get("token") == held.get("token"):
+                    os.unlink(self.path)
+            return True
+        finally:
+            os.close(fd)
 
     def heartbeat(self, token: str, stop: threading.Event, every: float) -> None:
         while not stop.wait(every):
@@ -230,8 +267,7 @@ def hold_lock(lock: FileLock, timeout: float | None = None, stale_after: float =
     deadline = None if timeout is None else time.monotonic() + timeout
     while not lock.create(token):
         held, age, orphaned = lock.read()
-        if age is not None and lock.stale(held, age, stale_after, orphaned):
-            lock.break_(held)
+        if age is not None and lock.stale(held, age, stale_after, orphaned) and lock.break_(held):
             continue
         if deadline is not None and time.monotonic() >= deadline:
             raise LockTimeout(

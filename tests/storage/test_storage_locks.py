@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 
 import pytest
 
@@ -124,3 +126,57 @@ def test_release_removes_the_lock_file_and_drops_the_flock(store):
     assert held["token"] == "mine" and held["flock"] is True and not orphaned
     lock.release("mine")
     assert lock._fd is None and not os.path.exists(lock_path)
+
+
+def test_live_holder_keeps_its_lock_even_when_its_heartbeat_looks_stale(store, holder, other_container, monkeypatch):
+    ref, lock_path = _lock_path(store)
+    theirs = json.load(open(lock_path))["token"]
+    os.utime(lock_path, (time.time() - 100, time.time() - 100))  # a heartbeat that stalled
+    monkeypatch.setattr(storage.locks.socket, "gethostname", lambda: "another-host")  # the age rule applies
+    with pytest.raises(LockTimeout):
+        with store.lock(ref, stale_after=10, timeout=0.5):
+            pass
+    assert json.load(open(lock_path))["token"] == theirs  # its flock proved it alive
+
+
+def test_breakers_racing_for_a_dead_holders_lock_hold_it_one_at_a_time(store, holder, other_container):
+    ref, lock_path = _lock_path(store)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    inside, overlaps, entered = [0], [], []
+    guard = threading.Lock()
+    start = threading.Barrier(6)
+
+    def contender(i: int) -> None:
+        start.wait()
+        with store.lock(ref, stale_after=3600, timeout=20, poll=0.01):
+            with guard:
+                inside[0] += 1
+                overlaps.append(inside[0])
+                entered.append(i)
+            time.sleep(0.02)
+            with guard:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=contender, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(entered) == list(range(6)) and max(overlaps) == 1
+    assert not os.path.exists(lock_path)
+    assert [n for n in os.listdir(os.path.dirname(lock_path)) if "broken" in n] == []
+
+
+def test_stale_lock_on_a_remote_filesystem_is_broken_by_age(tmp_path):
+    store = Store(f"memory://realnet-locks-{uuid.uuid4().hex}", scratch_dir=tmp_path / "cache")
+    ref = store.ref("s", "d", "c", "k")
+    path = f"{store._parent(ref)}/.lock-k"
+    store.fs.pipe_file(path, json.dumps({"host": "gone", "pid": 1, "time": time.time() - 100,
+                                         "token": "theirs"}).encode())
+    with pytest.raises(LockTimeout):
+        with store.lock(ref, stale_after=3600, timeout=0.3):
+            pass
+    with store.lock(ref, stale_after=10, timeout=2):
+        assert json.loads(store.fs.cat_file(path))["token"] != "theirs"
+    assert not store.fs.exists(path)
