@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from realnet_core.data.images import load_batch
-from stages.common import seed_generator
+from stages.common import seed_generator, to_device
 
 PREFETCH_BATCHES = 4  # per worker
 
@@ -56,7 +56,7 @@ def prefetch(dataset: Dataset, indices: Sequence[int], device: torch.device, wor
     """``dataset[i]`` for each index in order, on ``device``, loaded ``workers`` processes ahead."""
     if workers <= 0:  # no loader machinery at all: the plain loop, on this thread
         for i in indices:
-            yield dataset[i].to(device)
+            yield to_device(dataset[i], device)
         return
     loader = DataLoader(
         dataset, batch_size=None, sampler=indices, num_workers=workers, prefetch_factor=PREFETCH_BATCHES,
