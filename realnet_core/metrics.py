@@ -19,8 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
-from sklearn.metrics import roc_auc_score
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -70,6 +68,22 @@ def _masks_and_maps(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
     return m, a
 
 
+# scikit-learn and scipy are imported on first use: together about 1.4 s that a fully cached rerun,
+# which computes no metric, should not pay.
+
+
+def _roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores))
+
+
+def _label_regions(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    from scipy import ndimage
+
+    return ndimage.label(mask, structure=_EIGHT_CONNECTED)
+
+
 def image_auroc(labels: Any, scores: Any) -> float:
     """Area under the ROC curve of per-image scores against labels (1 = anomalous)."""
     y = _to_numpy(labels, "labels").reshape(-1)
@@ -81,13 +95,13 @@ def image_auroc(labels: Any, scores: Any) -> float:
     y = y.astype(bool)
     if y.all() or not y.any():
         raise ValueError("labels contain only one class: image AUROC needs normal and anomalous images")
-    return float(roc_auc_score(y, s))
+    return _roc_auc(y, s)
 
 
 def pixel_auroc(masks: Any, maps: Any) -> float:
     """Area under the ROC curve over all pixels of all images."""
     m, a = _masks_and_maps(masks, maps)
-    return float(roc_auc_score(m.reshape(-1), a.reshape(-1)))
+    return _roc_auc(m.reshape(-1), a.reshape(-1))
 
 
 def pro_curve(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +122,7 @@ def pro_curve(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
     for i in range(m.shape[0]):
         if not m[i].any():
             continue
-        labels, n = ndimage.label(m[i], structure=_EIGHT_CONNECTED)
+        labels, n = _label_regions(m[i])
         n_regions += n
         sizes = np.bincount(labels.reshape(-1), minlength=n + 1)
         inside = labels > 0

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from realnet_core.features import efficientnet_lite
@@ -33,21 +32,27 @@ RANDOM = "random"
 
 @dataclass(frozen=True)
 class _ResNetSpec:
-    builder: Callable[..., nn.Module]
-    weights_enum: type
+    # Names in torchvision.models, looked up when a backbone is built: importing torchvision (with the
+    # torch._dynamo it pulls in) takes about 2 s, which a fully cached rerun should not pay.
+    builder: str
+    weights_enum: str
     channels: tuple[int, int, int, int]
+
+    def build(self) -> nn.Module:
+        import torchvision
+
+        return getattr(torchvision.models, self.builder)(weights=None)
+
+    def weights_url(self) -> str:
+        import torchvision
+
+        return getattr(torchvision.models, self.weights_enum).IMAGENET1K_V1.url
 
 
 _RESNETS: dict[str, _ResNetSpec] = {
-    "wide_resnet50_2": _ResNetSpec(
-        torchvision.models.wide_resnet50_2, torchvision.models.Wide_ResNet50_2_Weights, (256, 512, 1024, 2048)
-    ),
-    "resnet50": _ResNetSpec(
-        torchvision.models.resnet50, torchvision.models.ResNet50_Weights, (256, 512, 1024, 2048)
-    ),
-    "resnet34": _ResNetSpec(
-        torchvision.models.resnet34, torchvision.models.ResNet34_Weights, (64, 128, 256, 512)
-    ),
+    "wide_resnet50_2": _ResNetSpec("wide_resnet50_2", "Wide_ResNet50_2_Weights", (256, 512, 1024, 2048)),
+    "resnet50": _ResNetSpec("resnet50", "ResNet50_Weights", (256, 512, 1024, 2048)),
+    "resnet34": _ResNetSpec("resnet34", "ResNet34_Weights", (64, 128, 256, 512)),
 }
 
 # Indices of the EfficientNet-Lite0 blocks that end each resolution (strides 4, 8, 16, 32).
@@ -116,10 +121,10 @@ def _load_state(path: str | Path) -> dict[str, torch.Tensor]:
 def _build_resnet(name: str, weights: str | None) -> Backbone:
     spec = _RESNETS[name]
     if weights == RANDOM:
-        net = spec.builder(weights=None)
+        net = spec.build()
     else:
         if weights is None:
-            url = spec.weights_enum.IMAGENET1K_V1.url
+            url = spec.weights_url()
             cached = _hub_checkpoint_path(url)
             if not cached.is_file():
                 raise FileNotFoundError(
@@ -133,7 +138,7 @@ def _build_resnet(name: str, weights: str | None) -> Backbone:
         # Built on the meta device: the random initialisation (seconds for WideResNet50) would be
         # overwritten anyway; assign=True then takes the loaded tensors as the parameters.
         with torch.device("meta"):
-            net = spec.builder(weights=None)
+            net = spec.build()
         net.load_state_dict(state, strict=True, assign=True)
     # The classifier is never used; dropping it saves memory (2M parameters for WideResNet50).
     net.fc = nn.Identity()
