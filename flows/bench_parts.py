@@ -144,7 +144,6 @@ def _rand_images(n: int, size: int, device: torch.device, gen: torch.Generator) 
     return torch.rand(n, 3, size, size, generator=gen).to(device)
 
 
-
 def unet_forward_flops(flags: dict[str, Any]) -> int:
     """FLOPs of one UNet forward at batch 1, counted on the meta device (shapes only, no compute)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -210,6 +209,7 @@ def bench_diffusion_train(cfg: Config, device: torch.device, quick: bool, channe
     """One training step of stage 1: hybrid loss under autocast, backward, clip, Adam, EMA update."""
     import copy
 
+    from realnet_core.devices import to_device
     from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
     from stages.common import autocast
     from stages.diffusion_io import build_unet, unet_flags
@@ -225,14 +225,13 @@ def bench_diffusion_train(cfg: Config, device: torch.device, quick: bool, channe
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        t = torch.randint(0, d.diffusion_steps, (d.batch_size,), generator=gen).to(device)
+        t = to_device(torch.randint(0, d.diffusion_steps, (d.batch_size,), generator=gen), device)
         with autocast(device, cfg.runtime.bf16):
             loss = diffusion.training_losses(net, x0, t)["loss"].float().mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), d.grad_clip)
         opt.step()
-        _ema_update(ema, model, d.ema_rate)
-        float(loss.detach())  # the stage logs the loss every step, which syncs
+        _ema_update(ema, model, d.ema_rate)  # the stage reads its loss every 25 steps: no sync here
 
     seconds = time_per_iter(step, device, BUDGETS[quick]["diffusion_train"], "diffusion_train")
     return {"diffusion_train_steps_per_s": 1.0 / seconds, "diffusion_train_batch": d.batch_size,

@@ -106,14 +106,6 @@ def accelerate(module: torch.nn.Module, cfg: Config, device: torch.device) -> to
     return torch.compile(module, mode=cfg.runtime.compile_mode)
 
 
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor on ``device``; to a GPU through pinned memory without blocking, so that the host
-    prepares the next step while the GPU still works on this one (a plain copy waits for the GPU)."""
-    if device.type != "cuda" or t.device.type != "cpu":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
-
-
 def derive_seed(seed: int, *parts: str) -> int:
     """A 63-bit seed from a base seed and names, so categories and stages draw independent streams."""
     import hashlib

@@ -18,7 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from realnet_core.data.images import load_batch
-from stages.common import seed_generator, to_device
+from realnet_core.devices import to_device
+from stages.common import seed_generator
 
 PREFETCH_BATCHES = 4  # per worker
 

@@ -18,10 +18,11 @@ import torch
 
 from realnet_core.config import Config
 from realnet_core.data.check import check_test_files
+from realnet_core.devices import to_device
 from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_io
-from stages.common import StageContext, accelerate, autocast, seed_generator, seeded_init, to_device
+from stages.common import StageContext, accelerate, autocast, seed_generator, seeded_init
 from stages.inputs import category_split, present_categories, to_tensor, train_fingerprint, train_images
 from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.tables import write_table

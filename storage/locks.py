@@ -185,11 +185,8 @@ class FileLock:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return True
-        try:
-            with open(aside, "rb") as f:
-                taken = json.loads(f.read() or b"{}")
-        except ValueError:
-            taken = {}
+        with open(aside, "rb") as f:
+            taken = _parse(f.read())
         ours = taken.get("token") == held.get("token")
         if not ours:
             with contextlib.suppress(FileExistsError):

@@ -16,6 +16,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from realnet_core.devices import to_device
+
 ModelFn = Callable[..., torch.Tensor]
 
 # ----------------------------------------------------------------------------------------------
@@ -355,23 +357,12 @@ class GaussianDiffusion:
     ) -> torch.Tensor:
         """Uniform t in [0, T) as in upstream's UniformSampler."""
         gen_device = generator.device if generator is not None else device
-        staged = _staged(gen_device, device)
-        t = torch.randint(0, self.num_timesteps, (batch_size,), generator=generator, device=gen_device,
-                          pin_memory=staged)
-        return t.to(device, non_blocking=staged) if device is not None else t
-
-
-def _staged(source: torch.device | str | None, target: torch.device | str | None) -> bool:
-    """Host to GPU: draw into pinned memory and copy without blocking. A plain copy would make the host
-    wait for the GPU's queued work at every step, instead of preparing the next step meanwhile."""
-    return (source is None or torch.device(source).type == "cpu") and (
-        target is not None and torch.device(target).type == "cuda")
+        t = torch.randint(0, self.num_timesteps, (batch_size,), generator=generator, device=gen_device)
+        return to_device(t, device) if device is not None else t
 
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Standard normal noise drawn on the generator's device (reproducible across devices)."""
     if generator is None:
         return torch.randn_like(x)
-    staged = _staged(generator.device, x.device)
-    noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype, pin_memory=staged)
-    return noise.to(x.device, non_blocking=staged)
+    return to_device(torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype), x.device)

@@ -40,10 +40,10 @@ def test_training_step_on_cuda_with_bf16(tiny_unet):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_noise_from_a_cpu_generator_reaches_the_gpu_unchanged_through_pinned_memory():
+def test_noise_from_a_cpu_generator_reaches_the_gpu_unchanged():
     from realnet_core.diffusion.gaussian_diffusion import randn_like
 
     x = torch.empty(4, 3, 8, 8, device="cuda")
-    gpu = randn_like(x, torch.Generator().manual_seed(3))  # pinned, non-blocking copy
+    gpu = randn_like(x, torch.Generator().manual_seed(3))  # through pinned memory, without blocking
     cpu = randn_like(x.cpu(), torch.Generator().manual_seed(3))
     assert torch.equal(gpu.cpu(), cpu)
