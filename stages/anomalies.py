@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from realnet_core.data.readers import CategorySplit
+from realnet_core.devices import to_device
 from realnet_core.synthesis.blend import synthesize
 from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource
 from stages.common import StageContext, autocast
@@ -33,10 +34,9 @@ class TrainingData:
         ``sources``: the n anomaly-source images, when a loader (stages.loaders) already drew them;
         otherwise they are drawn here, from ``gen``.
         """
-        idx = torch.randint(0, len(self.images), (n,), generator=gen)
-        normal = self.images[idx.to(self.images.device)]
-        fg = self.foreground[idx.to(self.images.device)]
-        src = (sources if sources is not None else self.source.sample(n, gen, self.size)).to(normal.device)
+        idx = to_device(torch.randint(0, len(self.images), (n,), generator=gen), self.images.device)
+        normal, fg = self.images[idx], self.foreground[idx]
+        src = to_device(sources if sources is not None else self.source.sample(n, gen, self.size), normal.device)
         aug, mask = synthesize(normal, src, fg, generator=gen, normal_fraction=normal_fraction, **synth_kwargs)
         return normal, aug, mask
 

@@ -22,7 +22,7 @@ from stages.inputs import train_fingerprint
 from storage.tables import write_table
 
 NAME = "select_features"
-VERSION = "1"
+VERSION = "2"  # 2: Perlin redraws drawn up front (other masks for the same seed)
 
 
 def key_config(cfg: Config) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.tables import write_table
 
 NAME = "train_realnet"
-VERSION = "3"  # 2: weights initialised from the stage seed; 3: the authors' UNet and discriminator layout
+VERSION = "4"  # 2: weights from the stage seed; 3: the authors' head layout; 4: Perlin redraws drawn up front
 
 
 def key_config(cfg: Config) -> dict[str, Any]:
@@ -80,7 +80,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     t0 = time.perf_counter()
     net.train()
     while epoch < cfg.epochs:
-        sums = np.zeros(3)
+        pending = []  # each step's losses stay on the device: reading one would wait for the GPU
         for _ in range(steps_per_epoch):
             normal, aug, mask = data.batch(cfg.batch_size, gen, ctx.cfg.synthesis.normal_fraction, kwargs,
                                            sources=next(sources))
@@ -91,11 +91,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
             opt.zero_grad(set_to_none=True)
             loss["total"].backward()
             opt.step()
-            step_losses = [float(loss[k].detach()) for k in ("total", "recon", "seg")]
-            sums += step_losses
+            pending.append(torch.stack([loss[k].detach().float() for k in ("total", "recon", "seg")]))
             bar.update(1)
-            bar.set_postfix(loss=f"{step_losses[0]:.4f}",
-                            steps_s=f"{(bar.n - bar.initial) / (time.perf_counter() - t0):.2f}")
+        sums = np.zeros(3)
+        for step_losses in torch.stack(pending).cpu().numpy():
+            sums += step_losses
+        bar.set_postfix(loss=f"{sums[0] / steps_per_epoch:.4f}",
+                        steps_s=f"{(bar.n - bar.initial) / (time.perf_counter() - t0):.2f}")
         epoch += 1
         mean = sums / steps_per_epoch
         # Plain floats: numpy scalars would make train_state.pt unloadable with weights_only=True.

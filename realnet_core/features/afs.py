@@ -59,7 +59,11 @@ def afs_batch_losses(
 
 
 class AFSAccumulator:
-    """Accumulates AFS losses over batches; ``losses()`` gives the mean over all images seen."""
+    """Accumulates AFS losses over batches; ``losses()`` gives the mean over all images seen (on the CPU).
+
+    The sums stay on the features' device until ``losses()``: moving each batch's to the host would
+    make the host wait for the GPU at every batch.
+    """
 
     def __init__(self, channels: Sequence[int]) -> None:
         self.channels = [int(c) for c in channels]
@@ -75,14 +79,13 @@ class AFSAccumulator:
             if f.shape[1] != self.channels[k]:
                 raise ValueError(f"layer{k + 1}: expected {self.channels[k]} channels, got {f.shape[1]}")
         batch = afs_batch_losses(feats_anom, feats_norm, masks)
-        for k, s in enumerate(batch):
-            self.sums[k] += s.cpu()
+        self.sums = [total.to(s.device) + s for total, s in zip(self.sums, batch, strict=True)]
         self.count += int(masks.shape[0])
 
     def losses(self) -> list[torch.Tensor]:
         if self.count == 0:
             raise RuntimeError("AFSAccumulator.losses() called before any update()")
-        return [s / self.count for s in self.sums]
+        return [s.cpu() / self.count for s in self.sums]
 
 
 def select_channels(

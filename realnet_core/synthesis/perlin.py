@@ -16,8 +16,11 @@ their scales, on the target device.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+
+from realnet_core.devices import to_device
 
 
 def _fade(t: torch.Tensor) -> torch.Tensor:
@@ -30,39 +33,59 @@ def _draw(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=generator.device)
 
 
-def perlin_noise(
+@dataclass
+class PerlinDraw:
+    """The random parameters of n Perlin fields, on the generator's device.
+
+    Drawing apart from evaluating lets a caller take a fixed amount of randomness up front and
+    evaluate only the fields it needs, wherever it likes (see ``blend.synthesize``).
+    """
+
+    res: torch.Tensor  # (n, 2): cells along x, along y
+    angles: torch.Tensor  # (n,) rotation in radians
+    grad_angles: torch.Tensor  # (n, L+1, L+1) gradient directions of the lattice
+
+    def __len__(self) -> int:
+        return len(self.res)
+
+    def rows(self, index: slice | torch.Tensor) -> PerlinDraw:
+        return PerlinDraw(self.res[index], self.angles[index], self.grad_angles[index])
+
+
+def draw_perlin(
     n: int,
     h: int,
     w: int,
     *,
     generator: torch.Generator,
-    device: torch.device | str | None = None,
     min_scale_exp: int = 0,
     max_scale_exp: int = 6,
     rotate: bool = True,
-) -> torch.Tensor:
-    """Continuous Perlin noise, shape (n, 1, h, w), float32, roughly in [-1, 1]."""
+) -> PerlinDraw:
+    """Scales, angles and lattice gradients for n fields of size (h, w), from ``generator``."""
     if n < 0 or h <= 0 or w <= 0:
         raise ValueError(f"invalid noise shape n={n}, h={h}, w={w}")
     if not 0 <= min_scale_exp < max_scale_exp:
         raise ValueError(f"need 0 <= min_scale_exp < max_scale_exp, got {min_scale_exp}, {max_scale_exp}")
-    device = torch.device(device) if device is not None else generator.device
     gdev = generator.device
-
     exps = torch.randint(min_scale_exp, max_scale_exp, (n, 2), generator=generator, device=gdev)
-    res = (2.0 ** exps.double()).float()  # (n, 2): cells along x, along y
+    res = (2.0 ** exps.double()).float()
     if rotate:
         angles = (_draw((n,), generator) * 180.0 - 90.0) * (math.pi / 180.0)
     else:
         angles = torch.zeros(n, device=gdev)
-
     # Lattice size: the rotated image spans at most its diagonal in every direction.
-    diag = math.hypot(h, w)
     max_res = float(2 ** (max_scale_exp - 1))
-    lattice = int(math.ceil(max_res * diag / min(h, w))) + 2
+    lattice = int(math.ceil(max_res * math.hypot(h, w) / min(h, w))) + 2
     grad_angles = _draw((n, lattice + 1, lattice + 1), generator) * (2.0 * math.pi)
+    return PerlinDraw(res, angles, grad_angles)
 
-    res, angles, grad_angles = res.to(device), angles.to(device), grad_angles.to(device)
+
+def evaluate_perlin(draw: PerlinDraw, h: int, w: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The fields of ``draw`` as continuous noise, shape (n, 1, h, w), float32, roughly in [-1, 1]."""
+    device = torch.device(device) if device is not None else draw.res.device
+    n, lattice = len(draw), draw.grad_angles.shape[-1] - 1
+    res, angles, grad_angles = (to_device(t, device) for t in (draw.res, draw.angles, draw.grad_angles))
     grads = torch.stack((torch.cos(grad_angles), torch.sin(grad_angles)), dim=-1)  # (n, L+1, L+1, 2)
 
     # Pixel centres relative to the image centre, in pixels.
@@ -95,6 +118,23 @@ def perlin_noise(
     bottom = torch.lerp(corner(0, 1), corner(1, 1), tu)
     noise = math.sqrt(2.0) * torch.lerp(top, bottom, tv)
     return noise.unsqueeze(1)
+
+
+def perlin_noise(
+    n: int,
+    h: int,
+    w: int,
+    *,
+    generator: torch.Generator,
+    device: torch.device | str | None = None,
+    min_scale_exp: int = 0,
+    max_scale_exp: int = 6,
+    rotate: bool = True,
+) -> torch.Tensor:
+    """Continuous Perlin noise, shape (n, 1, h, w), float32, roughly in [-1, 1]."""
+    draw = draw_perlin(n, h, w, generator=generator, min_scale_exp=min_scale_exp, max_scale_exp=max_scale_exp,
+                       rotate=rotate)
+    return evaluate_perlin(draw, h, w, device if device is not None else generator.device)
 
 
 def perlin_masks(

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from realnet_core.synthesis.blend import blend, synthesize
+from realnet_core.synthesis.blend import _first_hits, blend, synthesize
+from realnet_core.synthesis.perlin import draw_perlin
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -79,6 +80,40 @@ def test_reproducible():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def _small_foreground(b: int, s: int) -> torch.Tensor:
+    # A few pixels of foreground per image: most first Perlin draws miss it and must be redrawn.
+    fg = torch.zeros(b, 1, s, s)
+    fg[:, :, 3:6, 20:23] = 1
+    return fg
+
+
+def test_randomness_taken_does_not_depend_on_what_the_masks_hit():
+    # No redraw decision may reach the generator: that is what lets a GPU run without waiting for
+    # the masks to come back to the host at every training step.
+    images, sources = _batch(16, 32)
+    after = []
+    for fg in (None, _small_foreground(16, 32), torch.zeros(16, 1, 32, 32)):
+        gen = _gen(8)
+        synthesize(images, sources, fg, generator=gen, normal_fraction=0.3)
+        after.append(gen.get_state())
+    assert torch.equal(after[0], after[1]) and torch.equal(after[0], after[2])
+
+
+def test_lazy_and_batched_redraws_pick_the_same_masks():
+    b, s, rounds = 24, 32, 6
+    fg = _small_foreground(b, s)
+    candidates = draw_perlin(rounds * b, s, s, generator=_gen(9))
+    anomalous = torch.arange(b) % 4 != 0
+    lazy = _first_hits(candidates, fg, anomalous, 0.5, b, lazy=True)
+    batched = _first_hits(candidates, fg, anomalous, 0.5, b, lazy=False)
+    assert torch.equal(lazy, batched)
+    first_only = _first_hits(candidates.rows(slice(0, b)), fg, anomalous, 0.5, b, lazy=True)
+    hits = lazy.flatten(1).amax(1) > 0
+    # The redraws mattered: more samples hit the foreground than with the first draw alone.
+    assert hits.sum() > (first_only.flatten(1).amax(1) > 0).sum()
+    assert not bool(hits[~anomalous].any())  # normal samples stay normal
+
+
 def test_perlin_kwargs_pass_through():
     images, sources = _batch(8, 32)
     _, coarse = synthesize(images, sources, None, generator=_gen(7), normal_fraction=0.0, threshold=0.1)
@@ -92,3 +127,18 @@ def test_shape_errors():
         synthesize(images, sources[:, :, :8], None, generator=_gen())
     with pytest.raises(ValueError):
         synthesize(images, sources, torch.ones(2, 1, 8, 8), generator=_gen())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_synthesize_on_cuda_never_waits_for_the_gpu():
+    images, sources = (t.cuda() for t in _batch(16, 64))
+    fg = _small_foreground(16, 64).cuda()
+    _ = synthesize(images, sources, fg, generator=_gen(10))  # first call: pinned-memory pools
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        _, masks = synthesize(images, sources, fg, generator=_gen(10))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    _, cpu_masks = synthesize(images.cpu(), sources.cpu(), fg.cpu(), generator=_gen(10))
+    # Same random draws; float differences in the Perlin fields may flip a few threshold pixels.
+    assert (masks.cpu() != cpu_masks).float().mean() < 1e-3
