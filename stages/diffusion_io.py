@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from realnet_core.config import DiffusionConfig
+from realnet_core.devices import to_device
 from realnet_core.diffusion.gaussian_diffusion import get_named_beta_schedule
 from realnet_core.diffusion.respace import SpacedDiffusion, space_timesteps
 from realnet_core.diffusion.sdas import sdas_sample
@@ -68,16 +69,19 @@ def spaced(cfg: DiffusionConfig, steps: int) -> SpacedDiffusion:
 def _range_clip(x0_range: list[list[float]] | None, device: torch.device):
     if x0_range is None:
         return None
-    lo, hi = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in x0_range)
+    lo, hi = (to_device(torch.tensor(v), device).view(1, 3, 1, 1) for v in x0_range)
     return lambda x0: torch.maximum(torch.minimum(x0, hi), lo)
 
 
 @torch.no_grad()
-def sample(model: torch.nn.Module, flags: dict[str, Any], cfg: DiffusionConfig, n: int,
-           strength: float | torch.Tensor, generator: torch.Generator, device: torch.device, *,
-           steps: int | None = None, class_index: int | None = None, ddim: bool = False,
-           cond_fn=None, bf16: bool = True) -> np.ndarray:
-    """n images as (n, H, W, 3) uint8 from SDAS with strength s (scalar or per image)."""
+def sample_images(model: torch.nn.Module, flags: dict[str, Any], cfg: DiffusionConfig, n: int,
+                  strength: float | torch.Tensor, generator: torch.Generator, device: torch.device, *,
+                  steps: int | None = None, class_index: int | None = None, ddim: bool = False,
+                  cond_fn=None, bf16: bool = True) -> torch.Tensor:
+    """n images as (n, H, W, 3) uint8 on ``device`` from SDAS with strength s (scalar or per image).
+
+    Nothing here waits for the GPU, so a caller can queue the next batch before this one is done.
+    """
     diffusion = spaced(cfg, steps or cfg.sample_steps)
     size = flags["image_size"]
     kwargs = {"y": torch.full((n,), class_index, device=device, dtype=torch.long)} if class_index is not None else None
@@ -86,6 +90,10 @@ def sample(model: torch.nn.Module, flags: dict[str, Any], cfg: DiffusionConfig, 
                         model_kwargs=kwargs, cond_fn=cond_fn, ddim=ddim,
                         denoised_fn=_range_clip(flags.get("x0_range"), device))
     # Images were centred on the training mean colour (diffusion.color_prior); add it back.
-    x = x.float() + torch.tensor(flags.get("center", [0.0, 0.0, 0.0]), device=x.device).view(1, 3, 1, 1)
-    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+    x = x.float() + to_device(torch.tensor(flags.get("center", [0.0, 0.0, 0.0])), x.device).view(1, 3, 1, 1)
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def sample(*args: Any, **kwargs: Any) -> np.ndarray:
+    """:func:`sample_images` on the host, as a (n, H, W, 3) uint8 array."""
+    return sample_images(*args, **kwargs).cpu().numpy()

@@ -9,6 +9,7 @@ missing shard and produces exactly the images an uninterrupted run would have. O
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -70,26 +71,31 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     bar = ctx.progress(n, "generate_sia", unit="img")
     bar.update(n - sum(_shard_len(i, n, cfg.shard_images) for i in todo))
-    t0, made = time.perf_counter(), 0
-    for shard in todo:
-        count = _shard_len(shard, n, cfg.shard_images)
-        gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, f"shard{shard}")
-        imgs, strs = [], []
-        for start in range(0, count, cfg.batch_size):
-            b = min(cfg.batch_size, count - start)
-            # s is drawn per batch, as in the paper's generation of SIA.
-            s = float(torch.empty(()).uniform_(*cfg.strength, generator=gen))
-            imgs.append(diffusion_io.sample(model, flags, ctx.cfg.diffusion, b, s, gen, ctx.device,
-                                            steps=cfg.sampling_steps, class_index=class_index, ddim=cfg.ddim,
-                                            cond_fn=cond_fn, bf16=ctx.cfg.runtime.bf16))
-            strs.append(np.full(b, s, np.float32))
-            made += b
-            bar.update(b)
-            bar.set_postfix(img_s=f"{made / (time.perf_counter() - t0):.2f}")
-        lo = shard * cfg.shard_images
-        strengths[lo: lo + count] = np.concatenate(strs)
-        write_shard(images, shard, np.concatenate(imgs))
-        progress.mark(shard)  # only now is the shard complete
+    t0, made, pending = time.perf_counter(), 0, None
+    # Shards are written on a second thread while the GPU samples the next one: the sampling thread
+    # never waits for the GPU, so the GPU never waits for the host (drawing noise, compressing).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sia-writer") as writer:
+        for shard in todo:
+            count = _shard_len(shard, n, cfg.shard_images)
+            gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, f"shard{shard}")
+            batches, strs = [], []
+            for start in range(0, count, cfg.batch_size):
+                b = min(cfg.batch_size, count - start)
+                # s is drawn per batch, as in the paper's generation of SIA.
+                s = float(torch.empty(()).uniform_(*cfg.strength, generator=gen))
+                batches.append(_to_host(diffusion_io.sample_images(
+                    model, flags, ctx.cfg.diffusion, b, s, gen, ctx.device, steps=cfg.sampling_steps,
+                    class_index=class_index, ddim=cfg.ddim, cond_fn=cond_fn, bf16=ctx.cfg.runtime.bf16)))
+                strs.append(np.full(b, s, np.float32))
+                made += b
+                bar.update(b)
+                bar.set_postfix(img_s=f"{made / (time.perf_counter() - t0):.2f}")
+            if pending is not None:
+                pending.result()  # one shard in flight: its errors surface here, and memory stays bounded
+            lo = shard * cfg.shard_images
+            pending = writer.submit(_store_shard, images, strengths, progress, shard, lo, batches, strs)
+        if pending is not None:
+            pending.result()
     bar.close()
 
     verify_image_array(zpath, n)
@@ -98,6 +104,28 @@ def run(ctx: StageContext) -> dict[str, Any]:
     write_attrs(zpath, group_attrs)
     _preview(ctx, zpath)
     return {"num_images": n, "image_size": size, "shards": shards}
+
+
+def _to_host(images: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """Start copying a batch to pinned host memory; the event (on a GPU) says when it has arrived."""
+    if images.device.type != "cuda":
+        return images.cpu(), None
+    host = torch.empty(images.shape, dtype=images.dtype, pin_memory=True)
+    host.copy_(images, non_blocking=True)
+    arrived = torch.cuda.Event()
+    arrived.record()
+    return host, arrived
+
+
+def _store_shard(images, strengths, progress: ShardProgress, shard: int, lo: int,
+                 batches: list[tuple[torch.Tensor, torch.cuda.Event | None]], strs: list[np.ndarray]) -> None:
+    for _, arrived in batches:
+        if arrived is not None:
+            arrived.synchronize()  # waits for this copy only, not for the batches queued after it
+    values = np.concatenate(strs)
+    strengths[lo: lo + len(values)] = values
+    write_shard(images, shard, np.concatenate([host.numpy() for host, _ in batches]))
+    progress.mark(shard)  # only now is the shard complete
 
 
 def _shard_len(shard: int, n: int, per: int) -> int:

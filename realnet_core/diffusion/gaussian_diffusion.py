@@ -152,7 +152,7 @@ class GaussianDiffusion:
         key = (name, t.device)
         table = self._torch_cache.get(key)
         if table is None:
-            table = torch.from_numpy(self._arrays[name]).to(t.device)
+            table = to_device(torch.from_numpy(self._arrays[name]), t.device)
             self._torch_cache[key] = table
         vals = table[t].to(like.dtype)
         return vals.reshape(-1, *([1] * (like.ndim - 1)))

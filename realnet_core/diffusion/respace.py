@@ -12,6 +12,8 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from realnet_core.devices import to_device
+
 from .gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
 
 
@@ -78,7 +80,7 @@ class SpacedDiffusion(GaussianDiffusion):
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         table = self._map_cache.get(t.device)
         if table is None:
-            table = self._map_cache[t.device] = torch.from_numpy(self.timestep_map).to(t.device)
+            table = self._map_cache[t.device] = to_device(torch.from_numpy(self.timestep_map), t.device)
         return table[t].to(t.dtype)
 
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
+from realnet_core.devices import to_device
+
 from .gaussian_diffusion import GaussianDiffusion, ModelFn, randn_like
 
 # ----------------------------------------------------------------------------------------------
@@ -42,14 +44,15 @@ def _autocast(fn: ModelFn | None, device: torch.device, dtype: torch.dtype | Non
 
 
 def _strength_tensor(strength: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
-    s = torch.as_tensor(strength, dtype=torch.float32, device=device)
+    # Checked on the host before it moves: checking a GPU tensor would wait for the GPU's queue.
+    s = torch.as_tensor(strength, dtype=torch.float32)
     if s.ndim == 0:
         s = s.expand(batch)
     if s.shape != (batch,):
         raise ValueError(f"strength must be a float or a tensor of shape ({batch},), got {tuple(s.shape)}")
     if bool((s < 0).any()):
         raise ValueError("anomaly strength s must be >= 0")
-    return s
+    return to_device(s.contiguous(), device)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -47,3 +47,27 @@ def test_noise_from_a_cpu_generator_reaches_the_gpu_unchanged():
     gpu = randn_like(x, torch.Generator().manual_seed(3))  # through pinned memory, without blocking
     cpu = randn_like(x.cpu(), torch.Generator().manual_seed(3))
     assert torch.equal(gpu.cpu(), cpu)
+
+
+def test_a_stage_sample_call_never_waits_for_the_gpu(tiny_unet):
+    # generate_sia queues the next batch while the GPU still works on this one; one wait anywhere in
+    # the call (a blocking copy, a check of a GPU value) would leave the GPU idle at every batch.
+    from realnet_core.config import DiffusionConfig
+    from stages.diffusion_io import sample_images
+
+    model = tiny_unet().cuda().eval()
+    flags = {"image_size": 16, "center": [0.1, 0.0, -0.1], "x0_range": [[-1, -1, -1], [0.9, 1, 1]]}
+    cfg = DiffusionConfig(diffusion_steps=1000)
+
+    def call() -> torch.Tensor:
+        return sample_images(model, flags, cfg, 4, 0.15, torch.Generator().manual_seed(2), torch.device("cuda"),
+                             steps=5)
+
+    first = call()  # fills the pinned-memory pool and the kernel caches
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        second = call()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert second.dtype == torch.uint8 and second.shape == (4, 16, 16, 3)
+    assert torch.equal(first, second)

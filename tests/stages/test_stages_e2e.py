@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from stages import dag
-from stages.common import execute, stage_key
+from stages.common import execute, stage_key, stage_ref
 from storage.arrays import open_image_array, verify_image_array
 
 
@@ -126,3 +126,43 @@ def test_a_failed_forced_rerun_keeps_the_previous_artifact(pipeline_run, tiny_cf
                 force=True)
     assert store.exists(results["evaluate"].ref)
     assert (_dir(results, "evaluate") / "metrics.parquet").is_file()
+
+
+def test_a_failed_shard_write_stops_generate_sia_and_a_rerun_finishes_it(pipeline_run, tiny_cfg, tmp_path,
+                                                                          monkeypatch):
+    # Shards are written on a background thread: its error must stop the stage, the shards written
+    # before it must stay done, and the shard that failed must not be marked done.
+    import shutil
+
+    import pytest
+
+    from stages import generate_sia
+    from storage.arrays import ShardProgress
+    from storage.store import Store
+
+    store, results = pipeline_run
+    shutil.copytree(store.root, tmp_path / "artifacts")
+    copy = Store(str(tmp_path / "artifacts"))
+    cfg = tiny_cfg.model_copy(update={"sia": tiny_cfg.sia.model_copy(update={"seed": tiny_cfg.sia.seed + 1})})
+    ups = {"train_diffusion": results["train_diffusion"].ref}
+    real_write, written, failing = generate_sia.write_shard, [], {1}
+
+    def disk_full_at_shard_1(array, shard, values):
+        if shard in failing:
+            raise OSError(f"simulated: no space left writing shard {shard}")
+        real_write(array, shard, values)
+        written.append(shard)
+
+    monkeypatch.setattr(generate_sia, "write_shard", disk_full_at_shard_1)
+    with pytest.raises(OSError, match="shard 1"):
+        execute(generate_sia, cfg, copy, "demo", "brick", ups)
+    ref = stage_ref(generate_sia, cfg, copy, "demo", "brick", ups)
+    assert not copy.exists(ref) and written == [0]
+    progress = ShardProgress(copy.scratch(ref) / "sia.zarr", cfg.sia.num_images, cfg.sia.shard_images)
+    assert progress.done == {0}
+
+    failing.clear()
+    again = execute(generate_sia, cfg, copy, "demo", "brick", ups)
+    assert again.status == "ran"
+    assert written == [0, 1, 2]  # the rerun kept shard 0 and wrote only the others
+    verify_image_array(Path(again.ref.path) / "sia.zarr", cfg.sia.num_images)  # raises if a shard is missing
