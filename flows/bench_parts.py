@@ -226,6 +226,7 @@ def bench_diffusion_train(cfg: Config, device: torch.device, quick: bool, channe
 
     from realnet_core.devices import to_device
     from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
+    from realnet_core.diffusion.unet import set_grad_checkpoint
     from stages.common import autocast
     from stages.diffusion_io import build_unet, unet_flags
     from stages.train_diffusion import _ema_update
@@ -233,6 +234,7 @@ def bench_diffusion_train(cfg: Config, device: torch.device, quick: bool, channe
     d = cfg.diffusion
     model = _prepare(build_unet(unet_flags(d)), device, channels_last)
     ema = copy.deepcopy(model).requires_grad_(False)
+    set_grad_checkpoint(model, cfg.runtime.grad_checkpoint)
     net, opt = _compile(model, cfg, device), torch.optim.Adam(model.parameters(), lr=d.lr)
     diffusion = GaussianDiffusion(get_named_beta_schedule(d.noise_schedule, d.diffusion_steps))
     gen = torch.Generator().manual_seed(0)

@@ -20,6 +20,7 @@ from realnet_core.config import Config
 from realnet_core.data.check import check_test_files
 from realnet_core.devices import to_device
 from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
+from realnet_core.diffusion.unet import set_grad_checkpoint
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_io
 from stages.common import StageContext, accelerate, autocast, seed_generator, seeded_init
@@ -82,6 +83,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if cfg.init_checkpoint:
         diffusion_io.load_init(model, cfg.init_checkpoint)
     ema = copy.deepcopy(model).requires_grad_(False)
+    set_grad_checkpoint(model, ctx.cfg.runtime.grad_checkpoint)
     forward = accelerate(model, ctx.cfg, dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     diffusion = GaussianDiffusion(get_named_beta_schedule(cfg.noise_schedule, cfg.diffusion_steps))

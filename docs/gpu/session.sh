@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call of the device tool on a lent H100/H200: the paper-profile benchmarks that BENCHMARKS.md needs.
 #   run(command="bash docs/gpu/session.sh PHASE", carry=[".whl"])   after `bash docs/gpu/wheels.sh` here.
-# PHASE: tests | sia | stages | trace. Each fits in one 10-minute call; JSON and logs land in $OUT.
+# PHASE: tests | sia | stages | memory | trace. Each fits in one 10-minute call; JSON and logs land in $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 OUT=${OUT:-/tmp/out}
@@ -29,9 +29,12 @@ case "${1:-}" in
     bench sia_cudnn --part sia --channels-last --set runtime.cudnn_benchmark=true ;;
   stages)  # AFS, RealNet training and inference (speed and the 4 GB memory figure), compiled
     bench stages --part afs --part realnet_train --part inference ;;
+  memory)  # diffusion training's peak memory with and without gradient checkpointing (eager: no compile wait)
+    bench diffusion --part diffusion_train --set runtime.compile=false
+    bench diffusion_ckpt --part diffusion_train --set runtime.compile=false --set runtime.grad_checkpoint=true ;;
   trace)   # profiler evidence: op tables and a Chrome trace of one SIA batch
     mkdir -p "$OUT/traces"
     bench sia_trace --part sia --channels-last --quick --trace "$OUT/traces"
     gzip -9 "$OUT"/traces/*.trace.json ;;  # files over 16 MB do not come back
-  *) echo "usage: session.sh tests|sia|stages|trace" >&2; exit 2 ;;
+  *) echo "usage: session.sh tests|sia|stages|memory|trace" >&2; exit 2 ;;
 esac

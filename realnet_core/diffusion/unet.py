@@ -416,6 +416,16 @@ def create_unet(
     )
 
 
+def set_grad_checkpoint(model: nn.Module, on: bool = True) -> None:
+    """Recompute every residual and attention block in the backward pass instead of storing its activations.
+
+    The same arithmetic runs, so gradients are unchanged; only memory and time move.
+    """
+    for block in model.modules():
+        if hasattr(block, "use_checkpoint"):
+            block.use_checkpoint = on
+
+
 def load_pretrained(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Load ``state_dict`` strictly, except for class-count dependent tensors.
 

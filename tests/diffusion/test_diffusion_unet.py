@@ -163,3 +163,15 @@ def test_load_pretrained_rejects_mismatches_by_name(tiny_unet):
     del missing["time_embed.0.bias"]
     with pytest.raises(ValueError, match=r"missing: time_embed\.0\.bias"):
         load_pretrained(tiny_unet(), missing)
+
+
+def test_set_grad_checkpoint_reaches_every_residual_and_attention_block(tiny_unet):
+    from realnet_core.diffusion.unet import set_grad_checkpoint
+
+    model = tiny_unet()
+    blocks = [m for m in model.modules() if hasattr(m, "use_checkpoint")]
+    assert len(blocks) >= 5 and not any(b.use_checkpoint for b in blocks)
+    set_grad_checkpoint(model)
+    assert all(b.use_checkpoint for b in blocks)
+    set_grad_checkpoint(model, False)
+    assert not any(b.use_checkpoint for b in blocks)

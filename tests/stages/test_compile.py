@@ -55,3 +55,19 @@ def test_cudnn_benchmark_follows_the_runtime_config(tiny_cfg, monkeypatch):
     assert torch.backends.cudnn.benchmark is True
     accelerate(net, tiny_cfg, torch.device("cpu"))
     assert torch.backends.cudnn.benchmark is False  # the default: bitwise repeatable GPU results
+
+
+def test_grad_checkpoint_trains_the_same_diffusion_model_under_the_same_key(pipeline_run, tiny_cfg, rerun_on_a_copy,
+                                                                            monkeypatch):
+    from realnet_core.diffusion import unet
+
+    _, results = pipeline_run
+    cfg = tiny_cfg.model_copy(update={"runtime": tiny_cfg.runtime.model_copy(update={"grad_checkpoint": True})})
+    calls, real = [], unet.checkpoint
+    monkeypatch.setattr(unet, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = rerun_on_a_copy(cfg, {"train_diffusion"})
+    assert calls  # the blocks really recomputed their activations
+    assert again["train_diffusion"].ref.key == results["train_diffusion"].ref.key
+    ema = [torch.load(Path(r["train_diffusion"].ref.path) / "ema.pt", weights_only=True)["ema"]
+           for r in (results, again)]
+    assert all(torch.allclose(ema[0][k].float(), ema[1][k].float(), atol=1e-5) for k in ema[0])
