@@ -113,7 +113,8 @@ def _to_host(images: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | Non
     host = torch.empty(images.shape, dtype=images.dtype, pin_memory=True)
     host.copy_(images, non_blocking=True)
     arrived = torch.cuda.Event()
-    arrived.record()
+    # On the stream of the images' own GPU, where the copy runs: a slot thread's current device may be another.
+    arrived.record(torch.cuda.current_stream(images.device))
     return host, arrived
 
 

@@ -71,3 +71,12 @@ def test_a_stage_sample_call_never_waits_for_the_gpu(tiny_unet):
         torch.cuda.set_sync_debug_mode("default")
     assert second.dtype == torch.uint8 and second.shape == (4, 16, 16, 3)
     assert torch.equal(first, second)
+
+
+def test_sia_batches_reach_the_host_intact_once_their_event_fires():
+    from stages.generate_sia import _to_host
+
+    images = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8, device="cuda")
+    host, arrived = _to_host(images)
+    arrived.synchronize()
+    assert host.is_pinned() and torch.equal(host, images.cpu())
