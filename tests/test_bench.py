@@ -67,3 +67,17 @@ def test_bench_trace_writes_a_trace_and_op_table_per_timed_loop(one_thread, tmp_
         assert 0 < result[f"{label}_trace_matmul_conv_share"] <= 1
         assert result[f"{label}_trace_wall_ms"] > 0 and "%" in result[f"{label}_trace_top_ops"]
     assert not any(k.startswith("sia_trace") for k in result)  # only the parts that ran
+
+
+@pytest.mark.parametrize("back_to_back, waits", [(False, 1 + 4), (True, 1 + 1)])
+def test_throughput_timing_waits_for_the_device_only_at_the_window_ends(monkeypatch, back_to_back, waits):
+    # A stage queues its steps without waiting; timing each step alone would charge it a restart gap.
+    from flows import bench_parts
+
+    calls, syncs = [], []
+    monkeypatch.setattr(bench_parts, "sync", lambda device: syncs.append(len(calls)))
+    seconds = bench_parts.time_per_iter(lambda: calls.append(1), torch.device("cpu"),
+                                        bench_parts.Budget(1, 4, 4, 0.0), back_to_back=back_to_back)
+    assert len(calls) == 1 + 4 and len(syncs) == waits
+    assert syncs[0] == 1 and syncs[-1] == 5  # after the warm-up call, and after the last timed one
+    assert seconds >= 0.0
