@@ -1,42 +1,94 @@
 #!/usr/bin/env bash
-# One call of the device tool on a lent H100/H200: the paper-profile benchmarks that BENCHMARKS.md needs.
-#   run(command="bash docs/gpu/session.sh PHASE", carry=[".whl"])   after `bash docs/gpu/wheels.sh` here.
-# PHASE: tests | sia | stages | memory | trace. Each fits in one 10-minute call; JSON and logs land in $OUT.
+# The paper-profile GPU measurements that BENCHMARKS.md needs, in ONE call of the device tool.
+#   here, once:  bash docs/gpu/wheels.sh
+#   then:        run(command="bash docs/gpu/session.sh", carry=[".whl"], timeout_s=480)
+# A lent machine has 15 minutes of device time in all, its start included, so `all` (the default) runs every
+# phase in order of importance under one deadline (DEADLINE seconds, 420 by default) and skips what no longer
+# fits. That leaves time for a second call that reruns one phase: `bash docs/gpu/session.sh PHASE`.
+# PHASE: all | tests | sia | inference | stages | memory | trace. Arguments after PHASE go to each of its benches:
+#   bash docs/gpu/session.sh sia --set runtime.cudnn_benchmark=true
+# The device tool brings back at most 8 files from $OUT, so everything lands in three: summary.txt (also printed
+# last, where the tool's reply shows it), session.tar.gz (every log, JSON report and op table) and the SIA trace.
+# Smoke check on a CPU, the same plumbing in a few minutes:
+#   DEVICE=cpu PROFILE=demo QUICK=1 PY=.venv/bin/python OUT=/tmp/gpu-smoke bash docs/gpu/session.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)" | tee -a "$OUT/gpu.txt"
+OUT=${OUT:-/tmp/out} PY=${PY:-python3} DEVICE=${DEVICE:-cuda} PROFILE=${PROFILE:-paper}
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)/session
+mkdir -p "$OUT" "$work/traces"
+end=$(( $(date +%s) + ${DEADLINE:-420} ))
 
-bench() {  # bench NAME ARGS...: one `realnet bench` run, its JSON in $OUT/NAME.json; at most $LIMIT s
-  local name=$1; shift
-  echo "== $name: realnet bench --profile paper --device cuda $*"
-  timeout "${LIMIT:-540}" python3 -m flows.cli bench --profile paper --device cuda --json "$@" \
-    > "$OUT/$name.json" 2> >(tee "$OUT/$name.log" >&2)
-  echo "rc=$?"
+if [ -d .whl ]; then  # the GPU image lacks zarr and pydantic (wheels.sh)
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee "$work/gpu.txt"
+
+# fits NAME WANT: sets `limit` to WANT seconds, cut to what is left before the deadline; false (and the step is
+# recorded as skipped) when under 30 s are left.
+fits() {
+  local left=$(( end - $(date +%s) ))
+  limit=$(( left < $2 ? left : $2 ))
+  (( limit >= 30 )) && return 0
+  echo "$1: skipped, ${left} s left before the deadline" | tee -a "$work/skipped.txt"
+  return 1
 }
 
-case "${1:-}" in
-  tests)   # the CUDA-only tests that CI (no GPU) skips
-    timeout 540 python3 -m pytest -q -p no:cacheprovider tests/diffusion/test_diffusion_cuda.py \
-      tests/synthesis/test_blend.py tests/synthesis/test_perlin.py 2>&1 | tee "$OUT/tests.log" ;;
-  sia)     # the SIA target: compiled (the paper profile's default), then with cuDNN autotuning
-    LIMIT=285
-    bench sia --part sia --channels-last
-    bench sia_cudnn --part sia --channels-last --set runtime.cudnn_benchmark=true ;;
-  stages)  # AFS, RealNet training and inference (speed and the 4 GB memory figure), compiled
-    bench stages --part afs --part realnet_train --part inference ;;
-  memory)  # diffusion training's peak memory with and without gradient checkpointing (eager: no compile wait)
-    LIMIT=285
-    bench diffusion --part diffusion_train --set runtime.compile=false
-    bench diffusion_ckpt --part diffusion_train --set runtime.compile=false --set runtime.grad_checkpoint=true ;;
-  trace)   # profiler evidence: op tables and a Chrome trace of one SIA batch
-    mkdir -p "$OUT/traces"
-    bench sia_trace --part sia --channels-last --quick --trace "$OUT/traces"
-    gzip -9 "$OUT"/traces/*.trace.json ;;  # files over 16 MB do not come back
-  *) echo "usage: session.sh tests|sia|stages|memory|trace" >&2; exit 2 ;;
-esac
+run() {  # run NAME WANT CMD...: CMD under its time limit, output in $work/NAME.log
+  local name=$1 t0; fits "$1" "$2" || return 0; shift 2
+  t0=$(date +%s)
+  echo "== $name (at most $limit s): $*"
+  timeout "$limit" "$@" 2>&1 | tee "$work/$name.log"
+  echo "== $name: rc=${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"
+}
+
+bench() {  # bench NAME WANT ARGS...: one `realnet bench`, its JSON in $work/NAME.json, progress in NAME.log
+  local name=$1 t0; fits "$1" "$2" || return 0; shift 2
+  [ -n "${QUICK:-}" ] && set -- --quick "$@"
+  set -- "$@" "${extra[@]}"
+  t0=$(date +%s)
+  echo "== $name (at most $limit s): realnet bench --profile $PROFILE --device $DEVICE $*"
+  timeout "$limit" "$PY" -m flows.cli bench --profile "$PROFILE" --device "$DEVICE" --json "$@" \
+    > "$work/$name.json" 2> >(tee "$work/$name.log" >&2)
+  echo "== $name: rc=$?, $(( $(date +%s) - t0 )) s"
+}
+
+phase() {
+  case "$1" in
+    tests)  # the CUDA-only tests that CI (no GPU) skips, first: a failure there makes the numbers suspect
+      run tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/diffusion/test_diffusion_cuda.py \
+        tests/synthesis/test_blend.py tests/synthesis/test_perlin.py ;;
+    sia)    # the SIA target (8 images/s): compiled, channels_last, the paper profile's default
+      bench sia 200 --part sia --channels-last ;;
+    inference)  # the inference targets (300 images/s batched, 4 GB at batch 1) with the authors' head
+      bench inference 150 --part inference ;;
+    stages)  # AFS and RealNet training, compiled
+      bench stages 150 --part afs --part realnet_train ;;
+    memory)  # diffusion training's peak memory with and without gradient checkpointing (eager: no compile wait)
+      bench diffusion 90 --part diffusion_train --set runtime.compile=false
+      bench diffusion_ckpt 90 --part diffusion_train --set runtime.compile=false --set runtime.grad_checkpoint=true ;;
+    trace)  # profiler evidence for SIA: op table and Chrome trace (Inductor's on-disk cache from `sia` helps)
+      bench sia_trace 120 --part sia --channels-last --quick --trace "$work/traces" ;;
+    *) echo "usage: session.sh [all|tests|sia|inference|stages|memory|trace]" >&2; exit 2 ;;
+  esac
+}
+
+phase_name=${1:-all}
+extra=("${@:2}")
+if [ "$phase_name" = all ]; then
+  for p in tests sia inference stages memory trace; do phase "$p"; done
+else
+  phase "$phase_name"
+fi
+
+"$PY" "$here/summary.py" "$work" | tee "$work/summary.txt"
+cp "$work/summary.txt" "$OUT/"
+for trace in "$work"/traces/*.trace.json; do  # files over 16 MB do not come back
+  [ -f "$trace" ] && gzip -9c "$trace" > "$OUT/$(basename "$trace").gz" && rm "$trace"
+done
+tar -czf "$OUT/session.tar.gz" -C "$(dirname "$work")" session
