@@ -5,7 +5,7 @@
 # A lent machine has 15 minutes of device time in all, its start included, so `all` (the default) runs every
 # phase in order of importance under one deadline (DEADLINE seconds, 420 by default) and skips what no longer
 # fits. That leaves time for a second call that reruns one phase: `bash docs/gpu/session.sh PHASE`.
-# PHASE: all | tests | sia | inference | stages | memory | trace. Arguments after PHASE go to each of its benches:
+# PHASE: all | tests | sia | inference | stages | memory | trace | latency. Arguments after PHASE go to each of its benches:
 #   bash docs/gpu/session.sh sia --set runtime.cudnn_benchmark=true
 # The device tool brings back at most 8 files from $OUT, so everything lands in three: summary.txt (also printed
 # last, where the tool's reply shows it), session.tar.gz (every log, JSON report and op table) and the SIA trace.
@@ -19,7 +19,7 @@ work=$(mktemp -d)/session
 mkdir -p "$OUT" "$work/traces"
 end=$(( $(date +%s) + ${DEADLINE:-420} ))
 
-if [ -d .whl ]; then  # the GPU image lacks zarr and pydantic (wheels.sh)
+if ! "$PY" -c "import zarr, pydantic" 2>/dev/null; then  # the GPU image lacks them: carry .whl (wheels.sh)
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit 1
   export PYTHONPATH=/tmp/site:$PWD
@@ -74,14 +74,16 @@ phase() {
       bench diffusion_ckpt 90 --part diffusion_train --set runtime.compile=false --set runtime.grad_checkpoint=true ;;
     trace)  # profiler evidence for SIA: op table and Chrome trace (Inductor's on-disk cache from `sia` helps)
       bench sia_trace 120 --part sia --channels-last --quick --trace "$work/traces" ;;
-    *) echo "usage: session.sh [all|tests|sia|inference|stages|memory|trace]" >&2; exit 2 ;;
+    latency)  # batch-1 inference was bound by launches (10 images/s eager): CUDA graphs through Inductor
+      bench latency 150 --part inference --set runtime.compile_mode=reduce-overhead ;;
+    *) echo "usage: session.sh [all|tests|sia|inference|stages|memory|trace|latency] [bench args]" >&2; exit 2 ;;
   esac
 }
 
 phase_name=${1:-all}
 extra=("${@:2}")
 if [ "$phase_name" = all ]; then
-  for p in tests sia inference stages memory trace; do phase "$p"; done
+  for p in tests sia inference stages memory trace latency; do phase "$p"; done
 else
   phase "$phase_name"
 fi

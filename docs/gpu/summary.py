@@ -29,6 +29,8 @@ ROWS: list[tuple[str, str, float | None, bool]] = [
     ("diffusion_ckpt", "diffusion_train_peak_cuda_mb", None, False),
     ("sia_trace", "sia_trace_device_busy_fraction", None, True),
     ("sia_trace", "sia_trace_matmul_conv_share", None, True),
+    ("latency", "inference_images_per_s_batch1", None, True),
+    ("latency", "inference_images_per_s_batched", 300.0, True),
 ]
 
 
