@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from flows.profiling import sync, trace
+from flows.roofline import bench_roofline
 from realnet_core.config import Config, load_config
 
 TINY_PIPELINE = [
@@ -440,6 +441,7 @@ BENCHES: dict[str, Callable[[Config, torch.device, bool, bool], dict[str, Any]]]
     "inference": bench_inference,
     "cached_rerun": bench_cached_rerun,
     "loading": bench_loading,
+    "roofline": bench_roofline,
 }
 
 

@@ -8,7 +8,7 @@
 # PHASE: all | tests | sia | inference | stages | memory | trace | latency. Arguments after PHASE go to each of its benches:
 #   bash docs/gpu/session.sh sia --set runtime.cudnn_benchmark=true
 # The device tool brings back at most 8 files from $OUT, so everything lands in three: summary.txt (also printed
-# last, where the tool's reply shows it), session.tar.gz (every log, JSON report and op table) and the SIA trace.
+# last, where the tool's reply shows it), session.tar.gz (every log, JSON report and op table) and the traces.
 # Smoke check on a CPU, the same plumbing in a few minutes:
 #   DEVICE=cpu PROFILE=demo QUICK=1 PY=.venv/bin/python OUT=/tmp/gpu-smoke bash docs/gpu/session.sh
 set -uo pipefail
@@ -72,8 +72,9 @@ phase() {
     memory)  # diffusion training's peak memory with and without gradient checkpointing (eager: no compile wait)
       bench diffusion 90 --part diffusion_train --set runtime.compile=false
       bench diffusion_ckpt 90 --part diffusion_train --set runtime.compile=false --set runtime.grad_checkpoint=true ;;
-    trace)  # profiler evidence for SIA: op table and Chrome trace (Inductor's on-disk cache from `sia` helps)
-      bench sia_trace 120 --part sia --channels-last --quick --trace "$work/traces" ;;
+    trace)  # profiler evidence: op tables and Chrome traces (Inductor's on-disk cache from `sia` helps)
+      bench sia_trace 120 --part sia --channels-last --quick --trace "$work/traces"
+      bench inference_trace 90 --part inference --quick --trace "$work/traces" ;;
     latency)  # batch-1 inference was bound by launches (10 images/s eager): CUDA graphs through Inductor
       bench latency 150 --part inference --set runtime.compile_mode=reduce-overhead ;;
     *) echo "usage: session.sh [all|tests|sia|inference|stages|memory|trace|latency] [bench args]" >&2; exit 2 ;;

@@ -29,6 +29,8 @@ ROWS: list[tuple[str, str, float | None, bool]] = [
     ("diffusion_ckpt", "diffusion_train_peak_cuda_mb", None, False),
     ("sia_trace", "sia_trace_device_busy_fraction", None, True),
     ("sia_trace", "sia_trace_matmul_conv_share", None, True),
+    ("inference_trace", "inference_batched_trace_device_busy_fraction", None, True),
+    ("inference_trace", "inference_batched_trace_matmul_conv_share", None, True),
     ("latency", "inference_images_per_s_batch1", None, True),
     ("latency", "inference_images_per_s_batched", 300.0, True),
 ]
@@ -61,7 +63,7 @@ def main(folder: Path) -> None:
                 print(f"{name:15s} no report (cut off?): see {name}.log")
             reports[name] = {}  # say it once; steps never started are in skipped.txt, or were not asked for
         elif key in report and isinstance(report[key], int | float):
-            print(f"{name:15s} {key:34s} {report[key]:>10g}  {verdict(report[key], target, higher)}")
+            print(f"{name:15s} {key:46s} {report[key]:>10g}  {verdict(report[key], target, higher)}")
     for name, report in reports.items():
         for part, error in (report or {}).get("errors", {}).items():
             print(f"{name:15s} error in {part}: {error}")
