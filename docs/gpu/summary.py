@@ -54,9 +54,12 @@ def verdict(value: float, target: float | None, higher: bool) -> str:
 def main(folder: Path) -> None:
     reports = {name: load(folder, name) for name, *_ in ROWS}
     first = next((r for r in reports.values() if r), None)
+    paper = bool(first) and first["profile"] == "paper"
     if first:
-        print(f"device: {first['device_name']}, torch {first['torch_version']}, profile {first['profile']}")
+        print(f"device: {first['device_name']}, torch {first['torch_version']}, profile {first['profile']}"
+              + ("" if paper else " (issue 7's targets are for the paper profile: not judged)"))
     for name, key, target, higher in ROWS:
+        target = target if paper else None
         report = reports[name]
         if report is None:
             if (folder / f"{name}.log").exists():  # it ran, but was cut off before printing its report
