@@ -8,9 +8,8 @@ at a per-part time budget, so the paper profile finishes in a few minutes on one
 
 Parts (``parts=``, in ``flows.bench_parts``): ``sia``, ``diffusion_train``, ``afs``, ``realnet_train``,
 ``inference``, ``roofline`` (SIA and inference under a roofline model, not timed), ``loading`` (host-side
-image reading) and ``cached_rerun`` (the tiny demo pipeline
-run twice; demo profile only). A part that fails records its
-error under ``errors`` and the others still run, so one out-of-memory does not lose the whole report.
+image reading) and ``cached_rerun`` (the tiny demo pipeline run twice; demo profile only). A part that fails
+records its error under ``errors`` and the others still run, so one out-of-memory does not lose the whole report.
 Progress goes to stderr; the result is a flat dict (plus ``notes`` and ``errors``).
 """
 

@@ -15,6 +15,7 @@ Attention is charged as a fused kernel (FlashAttention: reads q, k and v, writes
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -24,6 +25,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
+
+from realnet_core.config import Config
 
 # Ceilings measured on the lent NVIDIA H200 here (the device tool's KINDS.md, 2026-10-28): a bf16
 # 8192^3 matrix product on random data, and a device-to-device copy counting bytes read and written.
@@ -46,7 +49,7 @@ class _Recorder(TorchDispatchMode):
         super().__init__()
         self.rows: list[tuple[str, int, int, int]] = []
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = str(func._overloadpacket)
@@ -70,7 +73,7 @@ class _FusedAttention(TorchFunctionMode):
         super().__init__()
         self.recorder = recorder
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is not F.scaled_dot_product_attention:
             return func(*args, **kwargs)
@@ -122,7 +125,7 @@ def by_op(ops: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- the bench part
 
 
-def bench_roofline(cfg: Any, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
+def bench_roofline(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """``realnet bench --part roofline``: SIA sampling and batched inference under the H200's roofline.
 
     Shapes only, on the meta device, whatever ``device`` is: the networks in the dtype the GPU runs them
@@ -158,5 +161,6 @@ def bench_roofline(cfg: Any, device: torch.device, quick: bool, channels_last: b
         out[f"{name}_roofline_memory_bound_share"] = bound["memory_bound_share_eager"]
         out[f"{name}_roofline_gb_per_call"] = bound["bytes"] / 1e9
         if TRACE["dir"] is not None:  # the op table goes beside the profiler traces, when asked for
-            by_op(ops).to_csv(f"{TRACE['dir']}/{name}.roofline.csv", index=False)
+            Path(TRACE["dir"]).mkdir(parents=True, exist_ok=True)
+            by_op(ops).to_csv(Path(TRACE["dir"]) / f"{name}.roofline.csv", index=False)
     return out
