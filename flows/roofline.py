@@ -131,7 +131,7 @@ def bench_roofline(cfg: Config, device: torch.device, quick: bool, channels_last
     Shapes only, on the meta device, whatever ``device`` is: the networks in the dtype the GPU runs them
     in (bf16 under ``runtime.bf16``), SIA at the profile's batch, inference at batch 64 like the bench.
     """
-    from flows.bench_parts import TRACE
+    from flows.bench_parts import TRACE, _random_selection
     from realnet_core.features.backbones import build_backbone
     from realnet_core.model.realnet import image_scores
     from stages.diffusion_io import build_unet, unet_flags
@@ -143,8 +143,7 @@ def bench_roofline(cfg: Config, device: torch.device, quick: bool, channels_last
         unet = build_unet(unet_flags(cfg.diffusion)).to(dtype)
         noise, t = torch.empty(batch, 3, size, size, dtype=dtype), torch.zeros(batch, dtype=torch.long)
         backbone = build_backbone(cfg.afs.backbone, weights="random").to(dtype)
-    gen = torch.Generator().manual_seed(2)
-    selected = [torch.randperm(c, generator=gen)[:m] for c, m in zip(backbone.channels, cfg.afs.dims, strict=True)]
+    selected = _random_selection(list(backbone.channels), list(cfg.afs.dims))
     head = build_model(cfg, list(backbone.channels), selected).to(device="meta", dtype=dtype).eval()
     images = torch.empty(64, 3, cfg.data.image_size, cfg.data.image_size, dtype=dtype, device="meta")
 
