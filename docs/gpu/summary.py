@@ -58,15 +58,14 @@ def main(folder: Path) -> None:
     if first:
         print(f"device: {first['device_name']}, torch {first['torch_version']}, profile {first['profile']}"
               + ("" if paper else " (issue 7's targets are for the paper profile: not judged)"))
+    # A step that ran but left no report was cut off; one never started is in skipped.txt, or was not asked for.
+    for name in (n for n, r in reports.items() if r is None and (folder / f"{n}.log").exists()):
+        print(f"{name:15s} no report (cut off?): see {name}.log")
     for name, key, target, higher in ROWS:
-        target = target if paper else None
-        report = reports[name]
-        if report is None:
-            if (folder / f"{name}.log").exists():  # it ran, but was cut off before printing its report
-                print(f"{name:15s} no report (cut off?): see {name}.log")
-            reports[name] = {}  # say it once; steps never started are in skipped.txt, or were not asked for
-        elif key in report and isinstance(report[key], int | float):
-            print(f"{name:15s} {key:46s} {report[key]:>10g}  {verdict(report[key], target, higher)}")
+        report = reports[name] or {}
+        if isinstance(report.get(key), int | float):
+            judged = verdict(report[key], target if paper else None, higher)
+            print(f"{name:15s} {key:46s} {report[key]:>10g}  {judged}")
     for name, report in reports.items():
         for part, error in (report or {}).get("errors", {}).items():
             print(f"{name:15s} error in {part}: {error}")
