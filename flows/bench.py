@@ -7,9 +7,10 @@ allocator growth, lazy initialisation), synchronises the GPU around every timed 
 at a per-part time budget, so the paper profile finishes in a few minutes on one H100.
 
 Parts (``parts=``, in ``flows.bench_parts``): ``sia``, ``diffusion_train``, ``afs``, ``realnet_train``,
-``inference``, ``roofline`` (SIA and inference under a roofline model, not timed), ``loading`` (host-side
-image reading) and ``cached_rerun`` (the tiny demo pipeline run twice; demo profile only). A part that fails
-records its error under ``errors`` and the others still run, so one out-of-memory does not lose the whole report.
+``inference``, ``roofline`` (SIA and inference under a roofline model, not timed), ``memory_model``
+(training and inference memory counted without a GPU), ``loading`` (host-side image reading) and
+``cached_rerun`` (the tiny demo pipeline run twice; demo profile only). A part that fails records its
+error under ``errors`` and the others still run, so one out-of-memory does not lose the whole report.
 Progress goes to stderr; the result is a flat dict (plus ``notes`` and ``errors``).
 """
 
@@ -30,8 +31,8 @@ from flows.bench_parts import BENCHES, TRACE, free_memory, log, peak_cuda_mb, pe
 from realnet_core.config import Config, load_config
 from stages.common import resolve_device
 
-PARTS: tuple[str, ...] = ("sia", "diffusion_train", "afs", "realnet_train", "inference", "roofline", "loading",
-                          "cached_rerun")
+PARTS: tuple[str, ...] = ("sia", "diffusion_train", "afs", "realnet_train", "inference", "roofline", "memory_model",
+                          "loading", "cached_rerun")
 
 # The throughput keys each part produces; tests and BENCHMARKS.md rely on these names.
 METRICS: dict[str, tuple[str, ...]] = {
@@ -42,6 +43,8 @@ METRICS: dict[str, tuple[str, ...]] = {
     "inference": ("inference_images_per_s_batch1", "inference_images_per_s_batched"),
     "roofline": ("sia_roofline_eager_images_per_s", "sia_roofline_ceiling_images_per_s",
                  "inference_roofline_eager_images_per_s", "inference_roofline_ceiling_images_per_s"),
+    "memory_model": ("diffusion_train_modelled_gb", "diffusion_train_modelled_gb_checkpointed",
+                     "inference_modelled_mb_batch1"),
     "loading": ("loading_sia_batch_ms", "loading_test_images_per_s"),
     "cached_rerun": ("pipeline_first_run_seconds", "cached_rerun_seconds"),
 }

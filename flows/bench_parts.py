@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flows.memory_model import bench_memory_model
 from flows.profiling import sync, trace
 from flows.roofline import bench_roofline
 from realnet_core.config import Config, load_config
@@ -334,10 +335,10 @@ def bench_realnet_train(cfg: Config, device: torch.device, quick: bool, channels
 def bench_inference(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """Backbone + RealNet anomaly map + image score; images already on the device (no decoding)."""
     from stages.evaluate import image_scores
-    from stages.realnet_io import anomaly_maps
+    from stages.realnet_io import anomaly_maps, for_inference
 
-    backbone = _backbone(cfg, device, channels_last)
-    model = _realnet(cfg, backbone, device, channels_last).eval()
+    backbone = for_inference(_backbone(cfg, device, channels_last))
+    model = for_inference(_realnet(cfg, backbone, device, channels_last))
     bb, net = _compile(backbone, cfg, device), _compile(model, cfg, device)
     batched = 64 if device.type == "cuda" else cfg.evaluate.batch_size
     gen, size, out = torch.Generator().manual_seed(5), cfg.data.image_size, {}
@@ -442,6 +443,7 @@ BENCHES: dict[str, Callable[[Config, torch.device, bool, bool], dict[str, Any]]]
     "cached_rerun": bench_cached_rerun,
     "loading": bench_loading,
     "roofline": bench_roofline,
+    "memory_model": bench_memory_model,
 }
 
 

@@ -66,30 +66,46 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-class _FusedAttention(TorchFunctionMode):
-    """Charge ``scaled_dot_product_attention`` as one fused kernel and skip its unfused decomposition."""
+class _FlashAttention(torch.autograd.Function):
+    # What a fused attention kernel keeps for its backward pass: q, k, v and the output, no score matrix.
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        out = q.new_empty(*q.shape[:-1], v.shape[-1])
+        ctx.save_for_backward(q, k, v, out)
+        return out
 
-    def __init__(self, recorder: _Recorder) -> None:
+
+class _FusedAttention(TorchFunctionMode):
+    """Run ``scaled_dot_product_attention`` as one fused kernel would, not as its unfused decomposition.
+
+    ``charge(q, k, v, out)`` is told of each call; the output has the right shape and no values.
+    """
+
+    def __init__(self, charge: Callable[..., None]) -> None:
         super().__init__()
-        self.recorder = recorder
+        self.charge = charge
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is not F.scaled_dot_product_attention:
             return func(*args, **kwargs)
         q, k, v = args[:3]
-        out = torch.empty(*q.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
-        # Q K^T and P V: 2 multiply-adds per (query, key, channel) each.
-        flops = 4 * q.shape[:-1].numel() * k.shape[-2] * q.shape[-1]
-        read = q.nbytes + k.nbytes + v.nbytes
-        self.recorder.rows.append(("aten._scaled_dot_product_flash_attention", flops, read, out.nbytes))
+        out = _FlashAttention.apply(q, k, v)
+        self.charge(q, k, v, out)
         return out
 
 
 def op_costs(fn: Callable[[], Any]) -> pd.DataFrame:
     """Run ``fn`` (on meta tensors) and return one row per dispatched op: op, flops, bytes_read, bytes_written."""
     recorder = _Recorder()
-    with torch.no_grad(), recorder, _FusedAttention(recorder):
+
+    def charge(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> None:
+        # Q K^T and P V: 2 multiply-adds per (query, key, channel) each; reads q, k and v, writes the output.
+        flops = 4 * q.shape[:-1].numel() * k.shape[-2] * q.shape[-1]
+        recorder.rows.append(("aten._scaled_dot_product_flash_attention", flops, q.nbytes + k.nbytes + v.nbytes,
+                              out.nbytes))
+
+    with torch.no_grad(), recorder, _FusedAttention(charge):
         fn()
     return pd.DataFrame(recorder.rows, columns=["op", "flops", "bytes_read", "bytes_written"])
 

@@ -46,7 +46,7 @@ def test_steps_past_the_deadline_are_skipped_and_said_so(tmp_path):
 
     assert proc.returncode == 0, proc.stderr
     summary = (out / "summary.txt").read_text()
-    assert "diffusion: skipped" in summary and "diffusion_ckpt: skipped" in summary
+    assert all(f"{step}: skipped" in summary for step in ("memory_model", "diffusion", "diffusion_ckpt"))
     assert "diffusion_train_steps_per_s" not in summary
 
 

@@ -69,7 +69,9 @@ phase() {
       bench inference 150 --part inference ;;
     stages)  # AFS and RealNet training, compiled
       bench stages 150 --part afs --part realnet_train ;;
-    memory)  # diffusion training's peak memory with and without gradient checkpointing (eager: no compile wait)
+    memory)  # diffusion training's peak memory with and without gradient checkpointing (eager: no compile wait),
+      # beside what flows/memory_model.py predicts for both (seconds, no GPU work)
+      bench memory_model 40 --part memory_model
       bench diffusion 90 --part diffusion_train --set runtime.compile=false
       bench diffusion_ckpt 90 --part diffusion_train --set runtime.compile=false --set runtime.grad_checkpoint=true ;;
     trace)  # profiler evidence: op tables and Chrome traces (Inductor's on-disk cache from `sia` helps)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from realnet_core.diffusion.unet import GroupNorm32
+
 __all__ = ["ReconUNet", "ResBlock", "AttentionBlock", "group_norm"]
 
 
@@ -35,15 +37,9 @@ def _num_groups(channels: int, max_groups: int = 32) -> int:
     return 1
 
 
-class _GroupNorm32(nn.GroupNorm):
-    # Normalise in float32 so that mixed-precision training does not lose the statistics.
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).type(x.dtype)
-
-
 def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with up to 32 groups (see `_num_groups`), computed in float32."""
-    return _GroupNorm32(_num_groups(channels), channels)
+    """GroupNorm with up to 32 groups (see `_num_groups`), statistics in float32 (the diffusion UNet's)."""
+    return GroupNorm32(_num_groups(channels), channels)
 
 
 class ResBlock(nn.Module):

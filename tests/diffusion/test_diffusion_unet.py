@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from realnet_core.diffusion.unet import AttentionBlock, create_unet, default_channel_mult, load_pretrained
+from realnet_core.diffusion.unet import AttentionBlock, GroupNorm32, create_unet, default_channel_mult, load_pretrained
 
 GD = Path(__file__).parent / "fixtures"
 PAPER_FLAGS = dict(image_size=256, num_channels=256, num_res_blocks=2, attention_resolutions="32,16,8",
@@ -116,6 +118,54 @@ def test_bf16_autocast_and_checkpointing(tiny_unet, perturb):
     ckpt(x, t).square().mean().backward()
     for (name, p), q in zip(model.named_parameters(), ckpt.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _group_norm_pair(seed: int = 0) -> tuple[GroupNorm32, torch.Tensor]:
+    torch.manual_seed(seed)
+    gn = GroupNorm32(32, 256)
+    with torch.no_grad():
+        gn.weight.uniform_(0.5, 1.5)
+        gn.bias.uniform_(-0.5, 0.5)
+    # Off-centre activations: a bf16 accumulator would lose the variance against the mean.
+    return gn, (torch.randn(2, 256, 8, 8) * 3 + 5).bfloat16()
+
+
+def test_group_norm_of_bf16_activations_matches_the_float32_round_trip():
+    gn, x = _group_norm_pair()
+    x32 = x.float().requires_grad_(True)
+    ref = F.group_norm(x32, 32, gn.weight, gn.bias, gn.eps)
+    ref.square().sum().backward()
+    ref_grad, ref_wgrad = x32.grad, gn.weight.grad.clone()
+    gn.weight.grad = None
+
+    x16 = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = gn(x16)
+    out.float().square().sum().backward()
+    assert out.dtype == torch.bfloat16 and gn.weight.grad.dtype == torch.float32
+    # Two bf16 roundings apart (gamma and the output), no more.
+    torch.testing.assert_close(out.float(), ref.detach(), rtol=2 ** -7, atol=2 ** -7)
+    torch.testing.assert_close(x16.grad.float(), ref_grad, rtol=2 ** -6, atol=0.05)
+    torch.testing.assert_close(gn.weight.grad, ref_wgrad, rtol=2 ** -6, atol=0.0)
+
+
+def test_group_norm_under_autocast_makes_no_float32_copy_of_the_activations():
+    gn, x = _group_norm_pair()
+    made: list[tuple[tuple[int, ...], torch.dtype]] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            made.extend((tuple(t.shape), t.dtype) for t in (out if isinstance(out, tuple) else (out,))
+                        if isinstance(t, torch.Tensor))
+            return out
+
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), Record():
+        gn(x)
+    activations = [dtype for shape, dtype in made if shape == tuple(x.shape)]
+    assert activations == [torch.bfloat16]  # one output, and nothing in float32 on the way
+    # float32 activations keep the plain float32 pass.
+    assert gn(x.float()).dtype == torch.float32
 
 
 # ----------------------------------------------------------------------------------------------

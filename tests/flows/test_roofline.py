@@ -64,3 +64,4 @@ def test_an_index_select_reads_only_what_it_gathers():
     ops = op_costs(lambda: x.index_select(1, idx))
 
     assert ops.iloc[0]["bytes_read"] == ops.iloc[0]["bytes_written"] == 3 * 16 * 4
+

@@ -166,3 +166,14 @@ def test_a_failed_shard_write_stops_generate_sia_and_a_rerun_finishes_it(pipelin
     assert again.status == "ran"
     assert written == [0, 1, 2]  # the rerun kept shard 0 and wrote only the others
     verify_image_array(Path(again.ref.path) / "sia.zarr", cfg.sia.num_images)  # raises if a shard is missing
+
+
+def test_a_loaded_model_is_in_eval_mode_and_asks_for_no_gradients(pipeline_run):
+    # Under autocast, a weight that requires grad gets a bf16 copy kept for the whole call (1 GB at paper size).
+    from stages.realnet_io import load_bundle
+
+    _, results = pipeline_run
+    backbone, net, _ = load_bundle(_dir(results, "train_realnet"), torch.device("cpu"))
+    for module in (backbone, net):
+        assert not module.training
+        assert not any(p.requires_grad for p in module.parameters())
