@@ -189,10 +189,11 @@ def bench_sia(cfg: Config, device: torch.device, quick: bool, channels_last: boo
     The stage copies each batch to the host and writes it on another thread (generate_sia); the
     uint8 result is left on the GPU here.
     """
+    from stages.common import for_inference
     from stages.diffusion_io import build_unet, sample_images, unet_flags
 
     flags = unet_flags(cfg.diffusion)
-    model = _prepare(build_unet(flags).eval(), device, channels_last)
+    model = _prepare(for_inference(build_unet(flags)), device, channels_last)
     batch, steps, notes = cfg.sia.batch_size, cfg.sia.sampling_steps, []
     if device.type == "cpu" and cfg.diffusion.image_size >= 128:
         batch, steps = CPU_PAPER_SIA["batch"], min(steps, CPU_PAPER_SIA["steps"])
@@ -334,8 +335,9 @@ def bench_realnet_train(cfg: Config, device: torch.device, quick: bool, channels
 
 def bench_inference(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """Backbone + RealNet anomaly map + image score; images already on the device (no decoding)."""
+    from stages.common import for_inference
     from stages.evaluate import image_scores
-    from stages.realnet_io import anomaly_maps, for_inference
+    from stages.realnet_io import anomaly_maps
 
     backbone = for_inference(_backbone(cfg, device, channels_last))
     model = for_inference(_realnet(cfg, backbone, device, channels_last))

@@ -127,7 +127,8 @@ def inference_memory(cfg: Config) -> dict[str, float]:
     and what autocast keeps alive is the point), with the modules as evaluation loads them.
     """
     from flows.bench_parts import _backbone, _realnet
-    from stages.realnet_io import anomaly_maps, for_inference
+    from stages.common import for_inference
+    from stages.realnet_io import anomaly_maps
 
     cpu = torch.device("cpu")
     backbone = for_inference(_backbone(cfg, cpu, channels_last=False))

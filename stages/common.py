@@ -86,6 +86,16 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
+def for_inference(module: torch.nn.Module) -> torch.nn.Module:
+    """Evaluation mode, and no weight asks for a gradient (gradients with respect to inputs still flow).
+
+    Autocast keeps a bf16 copy of every float32 weight that requires grad until its region ends, under
+    ``torch.no_grad()`` too: one batch-1 call of the paper-size RealNet held 1 GB of copies on top of its
+    2.2 GB of weights (BENCHMARKS.md, the memory model).
+    """
+    return module.eval().requires_grad_(False)
+
+
 def accelerate(module: torch.nn.Module, cfg: Config, device: torch.device) -> torch.nn.Module:
     """The module to call in a hot loop: compiled when ``runtime.compile`` is set, else itself.
 

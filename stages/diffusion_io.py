@@ -13,7 +13,7 @@ from realnet_core.diffusion.gaussian_diffusion import get_named_beta_schedule
 from realnet_core.diffusion.respace import SpacedDiffusion, space_timesteps
 from realnet_core.diffusion.sdas import sdas_sample
 from realnet_core.diffusion.unet import create_unet, load_pretrained
-from stages.common import autocast
+from stages.common import autocast, for_inference
 from storage.checkpoints import CheckpointError, load_checkpoint
 
 
@@ -56,7 +56,7 @@ def load_ema(path: str, device: torch.device) -> tuple[torch.nn.Module, dict[str
         model.load_state_dict(ckpt["ema"])
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match the stored UNet flags: {exc}") from None
-    return model.to(device).eval(), flags, list(ckpt.get("categories", []))
+    return for_inference(model.to(device)), flags, list(ckpt.get("categories", []))
 
 
 def spaced(cfg: DiffusionConfig, steps: int) -> SpacedDiffusion:

@@ -18,7 +18,7 @@ import torch
 from realnet_core.config import Config
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_io
-from stages.common import StageContext, accelerate, seed_generator
+from stages.common import StageContext, accelerate, for_inference, seed_generator
 from storage.arrays import (
     ShardProgress,
     create_image_array,
@@ -52,7 +52,7 @@ def _classifier_cond(ctx: StageContext, class_index: int | None):
 
     clf = create_classifier(image_size=ctx.cfg.diffusion.image_size)
     load_state_into(clf, load_checkpoint(cfg.classifier_checkpoint), cfg.classifier_checkpoint)
-    return make_cond_fn(clf.to(ctx.device).eval(), cfg.guidance_scale)
+    return make_cond_fn(for_inference(clf.to(ctx.device)), cfg.guidance_scale)  # the gradient is for the image
 
 
 def run(ctx: StageContext) -> dict[str, Any]:

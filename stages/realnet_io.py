@@ -9,7 +9,7 @@ import torch
 
 from realnet_core.features.backbones import build_backbone
 from realnet_core.model.realnet import RealNet
-from stages.common import autocast
+from stages.common import autocast, for_inference
 from storage.checkpoints import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
 
 BUNDLE = "realnet.pt"
@@ -39,15 +39,6 @@ def load_bundle(model: str | Path, device: torch.device) -> tuple[torch.nn.Modul
     load_state_into(net, ckpt["state_dict"], str(path))
     backbone = build_backbone(ckpt["backbone"], ckpt.get("backbone_weights"))
     return for_inference(backbone.to(device)), for_inference(net.to(device)), ckpt
-
-
-def for_inference(module: torch.nn.Module) -> torch.nn.Module:
-    """Evaluation mode, and no weight asks for a gradient.
-
-    Autocast keeps a bf16 copy of every float32 weight that requires grad until its region ends, so one
-    call of the paper-size model held 1 GB of copies on top of its 2.2 GB of weights (BENCHMARKS.md).
-    """
-    return module.eval().requires_grad_(False)
 
 
 @torch.no_grad()

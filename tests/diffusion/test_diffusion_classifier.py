@@ -71,3 +71,6 @@ def test_cond_fn_is_scaled_log_prob_gradient(tiny_classifier):
         torch.testing.assert_close(make_cond_fn(model)(x, t, y=y, other=1), expected)
     with pytest.raises(ValueError):
         make_cond_fn(model)(x, t)
+    # A classifier whose weights ask for no gradient (as generate_sia loads it) guides the same.
+    model.requires_grad_(False)
+    torch.testing.assert_close(make_cond_fn(model)(x, t, y=y), expected)

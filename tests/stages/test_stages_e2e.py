@@ -168,12 +168,14 @@ def test_a_failed_shard_write_stops_generate_sia_and_a_rerun_finishes_it(pipelin
     verify_image_array(Path(again.ref.path) / "sia.zarr", cfg.sia.num_images)  # raises if a shard is missing
 
 
-def test_a_loaded_model_is_in_eval_mode_and_asks_for_no_gradients(pipeline_run):
+def test_loaded_models_are_in_eval_mode_and_ask_for_no_gradients(pipeline_run):
     # Under autocast, a weight that requires grad gets a bf16 copy kept for the whole call (1 GB at paper size).
+    from stages.diffusion_io import load_ema
     from stages.realnet_io import load_bundle
 
     _, results = pipeline_run
     backbone, net, _ = load_bundle(_dir(results, "train_realnet"), torch.device("cpu"))
-    for module in (backbone, net):
+    unet, _, _ = load_ema(str(_dir(results, "train_diffusion") / "ema.pt"), torch.device("cpu"))
+    for module in (backbone, net, unet):
         assert not module.training
         assert not any(p.requires_grad for p in module.parameters())
