@@ -44,7 +44,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "roofline": ("sia_roofline_eager_images_per_s", "sia_roofline_ceiling_images_per_s",
                  "inference_roofline_eager_images_per_s", "inference_roofline_ceiling_images_per_s"),
     "memory_model": ("diffusion_train_modelled_gb", "diffusion_train_modelled_gb_checkpointed",
-                     "inference_modelled_mb_batch1"),
+                     "realnet_train_modelled_gb", "inference_modelled_mb_batch1"),
     "loading": ("loading_sia_batch_ms", "loading_test_images_per_s"),
     "cached_rerun": ("pipeline_first_run_seconds", "cached_rerun_seconds"),
 }

@@ -1,5 +1,5 @@
-"""A model of GPU memory, for the sessions that have no GPU: what training holds for its backward pass,
-and the peak of live tensors at inference.
+"""A model of GPU memory, for the sessions that have no GPU: what diffusion and RealNet training hold for
+their backward pass, and the peak of live tensors at inference.
 
 Both count tensor storages as ops make them, the way the CUDA caching allocator's
 ``max_memory_allocated`` does, without its block rounding, cuDNN workspaces or the CUDA context. Run on
@@ -120,6 +120,32 @@ def diffusion_training_memory(cfg: Config) -> dict[str, float]:
     return out
 
 
+def realnet_training_memory(cfg: Config) -> dict[str, float]:
+    """GB that stage 4 needs at the profile's batch: the head's float32 state (weights, gradients, Adam's two
+    moments, autocast's bf16 weight copies), the frozen backbone's weights, the backbone features of the
+    anomalous and normal images (float32, as ``paired_features`` hands them over), and the head's activations.
+    """
+    from flows.bench_parts import _random_selection
+    from realnet_core.features.backbones import build_backbone
+    from stages.train_realnet import build_model
+
+    dtype = torch.bfloat16 if cfg.runtime.bf16 else torch.float32
+    n, size = cfg.train.batch_size, cfg.data.image_size
+    with torch.device("meta"):
+        backbone = build_backbone(cfg.afs.backbone, weights="random")
+        images, masks = torch.empty(2 * n, 3, size, size), torch.empty(n, 1, size, size)
+    selected = _random_selection(list(backbone.channels), list(cfg.afs.dims))
+    head = build_model(cfg, list(backbone.channels), selected).to(device="meta", dtype=dtype).train()
+    with torch.no_grad():
+        feats = backbone.to(dtype)(images.to(dtype))
+    head_state = sum(p.numel() for p in head.parameters()) * (4 + 4 + 8 + (2 if dtype == torch.bfloat16 else 0))
+    backbone_weights = 4 * sum(p.numel() for p in backbone.parameters())
+    fixed = head_state + backbone_weights + sum(4 * f.numel() for f in feats)  # features of all 2n images
+    activations = activation_bytes(lambda: head.loss(head([f[:n] for f in feats], [f[n:] for f in feats],
+                                                          out_size=(size, size)), masks), exclude=head.parameters())
+    return {"realnet_train_activation_gb": activations / 1e9, "realnet_train_modelled_gb": (fixed + activations) / 1e9}
+
+
 def inference_memory(cfg: Config) -> dict[str, float]:
     """MiB that inference needs at batch 1: the weights plus the peak of live tensors in one call.
 
@@ -151,4 +177,4 @@ def inference_memory(cfg: Config) -> dict[str, float]:
 def bench_memory_model(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """``realnet bench --part memory_model``: diffusion training and batch-1 inference memory, modelled."""
     return {"notes": ["memory_model: tensor bytes counted on the meta device and the CPU, not measured on a GPU"],
-            **diffusion_training_memory(cfg), **inference_memory(cfg)}
+            **diffusion_training_memory(cfg), **realnet_training_memory(cfg), **inference_memory(cfg)}
