@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from flows.roofline import _FusedAttention, _tensors
+from flows.roofline import FusedAttention, tensors_in
 from realnet_core.config import Config
 
 # ---------------------------------------------------------------- counting storages
@@ -47,7 +47,7 @@ class _Live(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for t in _tensors(out):
+        for t in tensors_in(out):
             cdata = t.untyped_storage()._cdata
             if cdata not in self.nbytes:
                 self.nbytes[cdata] = t.untyped_storage().nbytes()
@@ -83,7 +83,7 @@ def activation_bytes(fn: Callable[[], Any], exclude: Iterable[torch.Tensor] = ()
 
     live = _Live()
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), live:
-        with _FusedAttention(lambda *_: None):
+        with FusedAttention(lambda *_: None):
             result = fn()
         gc.collect()
         alive = dict(live.nbytes)

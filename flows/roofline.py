@@ -40,7 +40,8 @@ _WRITE_ONLY = {"aten.zeros", "aten.zeros_like", "aten.new_zeros", "aten.full", "
 _READ_WHAT_THEY_WRITE = {"aten.gather", "aten.index_select"}
 
 
-def _tensors(tree: Any) -> list[torch.Tensor]:
+def tensors_in(tree: Any) -> list[torch.Tensor]:
+    """Every tensor in a nest of tuples, lists and dicts (an op's arguments or results)."""
     return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
 
 
@@ -56,8 +57,8 @@ class _Recorder(TorchDispatchMode):
         if not func.is_view and name not in _NO_TRAFFIC:
             formula = flop_registry.get(func._overloadpacket)
             flops = int(formula(*args, **kwargs, out_val=out)) if formula else 0
-            written = sum(t.nbytes for t in _tensors(out))
-            read = sum(t.nbytes for t in _tensors((args, kwargs)))
+            written = sum(t.nbytes for t in tensors_in(out))
+            read = sum(t.nbytes for t in tensors_in((args, kwargs)))
             if name in _WRITE_ONLY:
                 read = 0
             elif name in _READ_WHAT_THEY_WRITE:
@@ -75,7 +76,7 @@ class _FlashAttention(torch.autograd.Function):
         return out
 
 
-class _FusedAttention(TorchFunctionMode):
+class FusedAttention(TorchFunctionMode):
     """Run ``scaled_dot_product_attention`` as one fused kernel would, not as its unfused decomposition.
 
     ``charge(q, k, v, out)`` is told of each call; the output has the right shape and no values.
@@ -105,7 +106,7 @@ def op_costs(fn: Callable[[], Any]) -> pd.DataFrame:
         recorder.rows.append(("aten._scaled_dot_product_flash_attention", flops, q.nbytes + k.nbytes + v.nbytes,
                               out.nbytes))
 
-    with torch.no_grad(), recorder, _FusedAttention(charge):
+    with torch.no_grad(), recorder, FusedAttention(charge):
         fn()
     return pd.DataFrame(recorder.rows, columns=["op", "flops", "bytes_read", "bytes_written"])
 
