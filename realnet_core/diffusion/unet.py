@@ -177,7 +177,7 @@ class ResBlock(TimestepBlock):
         emb_out = self.emb_layers(emb).type(h.dtype)[..., None, None]
         if self.use_scale_shift_norm:
             scale, shift = emb_out.chunk(2, dim=1)
-            h = self.out_layers[0](h) * (1 + scale) + shift
+            h = torch.addcmul(shift, self.out_layers[0](h), 1 + scale)  # one pass over h, not two in eager mode
             h = self.out_layers[1:](h)
         else:
             h = self.out_layers(h + emb_out)

@@ -11,7 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from realnet_core.diffusion.unet import AttentionBlock, GroupNorm32, create_unet, default_channel_mult, load_pretrained
+from realnet_core.diffusion.unet import (
+    AttentionBlock,
+    GroupNorm32,
+    ResBlock,
+    create_unet,
+    default_channel_mult,
+    load_pretrained,
+)
 
 GD = Path(__file__).parent / "fixtures"
 PAPER_FLAGS = dict(image_size=256, num_channels=256, num_res_blocks=2, attention_resolutions="32,16,8",
@@ -118,6 +125,18 @@ def test_bf16_autocast_and_checkpointing(tiny_unet, perturb):
     ckpt(x, t).square().mean().backward()
     for (name, p), q in zip(model.named_parameters(), ckpt.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_scale_shift_norm_is_norm_times_one_plus_scale_plus_shift(perturb):
+    # Upstream's FiLM conditioning, out_norm(h) * (1 + scale) + shift, written by hand against the block.
+    torch.manual_seed(0)
+    block = perturb(ResBlock(32, 16, use_scale_shift_norm=True)).eval()
+    x, emb = torch.randn(2, 32, 8, 8), torch.randn(2, 16)
+    norm, rest = block.out_layers[0], block.out_layers[1:]
+    h = block.in_layers(x)
+    scale, shift = block.emb_layers(emb)[..., None, None].chunk(2, dim=1)
+    expected = x + rest(norm(h) * (1 + scale) + shift)
+    torch.testing.assert_close(block(x, emb), expected, rtol=1e-5, atol=1e-5)
 
 
 def _group_norm_pair(seed: int = 0) -> tuple[GroupNorm32, torch.Tensor]:
