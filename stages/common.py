@@ -1,7 +1,8 @@
 """What every stage shares: artifact keys, the cache check, locking, and finalising.
 
-A stage module defines ``NAME``, ``VERSION``, ``key_config(cfg)``, ``fingerprint(cfg, dataset, category)``
-and ``run(ctx) -> dict``. ``execute`` turns that into a cached, locked, atomic artifact:
+A stage module defines ``NAME``, ``VERSION``, ``MEMORY_HINT`` (the settings that shrink its GPU memory),
+``key_config(cfg)``, ``fingerprint(cfg, dataset, category)`` and ``run(ctx) -> dict``. ``execute`` turns
+that into a cached, locked, atomic artifact:
 
     key = hash(NAME, VERSION, key_config(cfg), upstream keys, data fingerprint)
 
@@ -28,6 +29,10 @@ from storage.keys import artifact_key
 from storage.store import ArtifactRef, Store
 
 DATASET_SCOPE = "_all"  # category slot of an artifact shared by a whole dataset
+
+
+class StageOutOfMemory(RuntimeError):
+    """A stage ran out of GPU memory; the message names the settings that make it need less."""
 
 
 @dataclass
@@ -184,7 +189,14 @@ def execute(stage: ModuleType, cfg: Config, store: Store, dataset: str, category
             workdir=store.scratch(ref),
             device=resolve_device(str(device) if device is not None else cfg.runtime.device),
         )
-        meta = stage.run(ctx) or {}
+        try:
+            meta = stage.run(ctx) or {}
+        except torch.cuda.OutOfMemoryError as exc:
+            raise StageOutOfMemory(
+                f"{stage.NAME} {dataset}/{category} ran out of GPU memory on {ctx.device} "
+                f"({str(exc).splitlines()[0]}); to need less, set {stage.MEMORY_HINT}. "
+                "`realnet bench --part memory_model` models what a setting needs."
+            ) from exc
         meta.update(
             config=stage.key_config(cfg), version=stage.VERSION,
             upstream={name: r.to_dict() for name, r in upstream.items()},

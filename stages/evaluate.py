@@ -27,6 +27,7 @@ from storage.tables import write_table
 
 NAME = "evaluate"
 VERSION = "1"
+MEMORY_HINT = "a smaller evaluate.batch_size"
 
 
 def key_config(cfg: Config) -> dict[str, Any]:

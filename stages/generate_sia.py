@@ -31,6 +31,7 @@ from storage.arrays import (
 
 NAME = "generate_sia"
 VERSION = "1"
+MEMORY_HINT = "a smaller sia.batch_size"
 
 
 def key_config(cfg: Config) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from storage.tables import write_table
 
 NAME = "select_features"
 VERSION = "2"  # 2: Perlin redraws drawn up front (other masks for the same seed)
+MEMORY_HINT = "a smaller afs.batch_size"
 
 
 def key_config(cfg: Config) -> dict[str, Any]:

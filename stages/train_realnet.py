@@ -32,6 +32,7 @@ from storage.tables import write_table
 
 NAME = "train_realnet"
 VERSION = "4"  # 2: weights from the stage seed; 3: the authors' head layout; 4: Perlin redraws drawn up front
+MEMORY_HINT = "a smaller train.batch_size"
 
 
 def key_config(cfg: Config) -> dict[str, Any]:
