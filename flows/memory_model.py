@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from flows.roofline import FusedAttention, tensors_in
+from flows.roofline import FusedAttention, compute_dtype, meta_realnet, meta_unet, tensors_in
 from realnet_core.config import Config
 
 # ---------------------------------------------------------------- counting storages
@@ -94,6 +94,13 @@ def activation_bytes(fn: Callable[[], Any], exclude: Iterable[torch.Tensor] = ()
 # ---------------------------------------------------------------- the bench part
 
 
+def _training_state_bytes(params: int, dtype: torch.dtype, ema: bool) -> int:
+    # float32 weights, gradients and Adam's two moments, the EMA copy if the stage keeps one, and under
+    # bf16 the copy of each weight that autocast keeps for the step.
+    per_param = 4 + 4 + 8 + (4 if ema else 0) + (2 if dtype == torch.bfloat16 else 0)
+    return params * per_param
+
+
 def diffusion_training_memory(cfg: Config) -> dict[str, float]:
     """GB that diffusion training needs at the profile's batch, with and without ``runtime.grad_checkpoint``.
 
@@ -102,15 +109,12 @@ def diffusion_training_memory(cfg: Config) -> dict[str, float]:
     on the meta device with the network in the dtype autocast runs it in.
     """
     from realnet_core.diffusion.unet import set_grad_checkpoint
-    from stages.diffusion_io import build_unet, unet_flags
 
-    dtype = torch.bfloat16 if cfg.runtime.bf16 else torch.float32
-    size = cfg.diffusion.image_size
-    with torch.device("meta"):
-        unet = build_unet(unet_flags(cfg.diffusion)).to(dtype).train()
-        x, t = torch.empty(1, 3, size, size, dtype=dtype), torch.zeros(1, dtype=torch.long)
+    dtype, size = compute_dtype(cfg), cfg.diffusion.image_size
+    unet = meta_unet(cfg, dtype).train()
+    x, t = torch.empty(1, 3, size, size, dtype=dtype, device="meta"), torch.zeros(1, dtype=torch.long, device="meta")
     params = sum(p.numel() for p in unet.parameters())
-    state_gb = params * (5 * 4 + (2 if dtype == torch.bfloat16 else 0)) / 1e9
+    state_gb = _training_state_bytes(params, dtype, ema=True) / 1e9
     out = {"diffusion_train_state_gb": state_gb}
     for checkpointed, suffix in ((False, ""), (True, "_checkpointed")):
         set_grad_checkpoint(unet, checkpointed)
@@ -125,20 +129,13 @@ def realnet_training_memory(cfg: Config) -> dict[str, float]:
     moments, autocast's bf16 weight copies), the frozen backbone's weights, the backbone features of the
     anomalous and normal images (float32, as ``paired_features`` hands them over), and the head's activations.
     """
-    from flows.bench_parts import _random_selection
-    from realnet_core.features.backbones import build_backbone
-    from stages.train_realnet import build_model
-
-    dtype = torch.bfloat16 if cfg.runtime.bf16 else torch.float32
-    n, size = cfg.train.batch_size, cfg.data.image_size
-    with torch.device("meta"):
-        backbone = build_backbone(cfg.afs.backbone, weights="random")
-        images, masks = torch.empty(2 * n, 3, size, size), torch.empty(n, 1, size, size)
-    selected = _random_selection(list(backbone.channels), list(cfg.afs.dims))
-    head = build_model(cfg, list(backbone.channels), selected).to(device="meta", dtype=dtype).train()
-    with torch.no_grad():
-        feats = backbone.to(dtype)(images.to(dtype))
-    head_state = sum(p.numel() for p in head.parameters()) * (4 + 4 + 8 + (2 if dtype == torch.bfloat16 else 0))
+    dtype, n, size = compute_dtype(cfg), cfg.train.batch_size, cfg.data.image_size
+    backbone, head = meta_realnet(cfg, dtype)
+    head.train()
+    with torch.device("meta"), torch.no_grad():
+        feats = backbone(torch.empty(2 * n, 3, size, size, dtype=dtype))
+        masks = torch.empty(n, 1, size, size)
+    head_state = _training_state_bytes(sum(p.numel() for p in head.parameters()), dtype, ema=False)
     backbone_weights = 4 * sum(p.numel() for p in backbone.parameters())
     fixed = head_state + backbone_weights + sum(4 * f.numel() for f in feats)  # features of all 2n images
     activations = activation_bytes(lambda: head.loss(head([f[:n] for f in feats], [f[n:] for f in feats],

@@ -139,6 +139,35 @@ def by_op(ops: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("gb", ascending=False).reset_index()
 
 
+# ---------------------------------------------------------------- the networks, shapes only
+
+
+def compute_dtype(cfg: Config) -> torch.dtype:
+    """The dtype a GPU runs the networks in: bf16 under ``runtime.bf16`` (autocast), else float32."""
+    return torch.bfloat16 if cfg.runtime.bf16 else torch.float32
+
+
+def meta_unet(cfg: Config, dtype: torch.dtype) -> torch.nn.Module:
+    """The profile's diffusion UNet on the meta device."""
+    from stages.diffusion_io import build_unet, unet_flags
+
+    with torch.device("meta"):
+        return build_unet(unet_flags(cfg.diffusion)).to(dtype)
+
+
+def meta_realnet(cfg: Config, dtype: torch.dtype) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The profile's backbone and a RealNet head on a random AFS selection of its width, on the meta device."""
+    from flows.bench_parts import _random_selection
+    from realnet_core.features.backbones import build_backbone
+    from stages.train_realnet import build_model
+
+    with torch.device("meta"):
+        backbone = build_backbone(cfg.afs.backbone, weights="random").to(dtype)
+    selected = _random_selection(list(backbone.channels), list(cfg.afs.dims))
+    # Built on the CPU, then moved: the head keeps its channel selection as host tensors.
+    return backbone, build_model(cfg, list(backbone.channels), selected).to(device="meta", dtype=dtype)
+
+
 # ---------------------------------------------------------------- the bench part
 
 
@@ -148,21 +177,16 @@ def bench_roofline(cfg: Config, device: torch.device, quick: bool, channels_last
     Shapes only, on the meta device, whatever ``device`` is: the networks in the dtype the GPU runs them
     in (bf16 under ``runtime.bf16``), SIA at the profile's batch, inference at batch 64 like the bench.
     """
-    from flows.bench_parts import TRACE, _random_selection
-    from realnet_core.features.backbones import build_backbone
+    from flows.bench_parts import TRACE
     from realnet_core.model.realnet import image_scores
-    from stages.diffusion_io import build_unet, unet_flags
-    from stages.train_realnet import build_model
 
-    dtype = torch.bfloat16 if cfg.runtime.bf16 else torch.float32
+    dtype = compute_dtype(cfg)
     batch, steps, size = cfg.sia.batch_size, cfg.sia.sampling_steps, cfg.diffusion.image_size
+    unet, (backbone, head) = meta_unet(cfg, dtype), meta_realnet(cfg, dtype)
+    head.eval()
     with torch.device("meta"):
-        unet = build_unet(unet_flags(cfg.diffusion)).to(dtype)
         noise, t = torch.empty(batch, 3, size, size, dtype=dtype), torch.zeros(batch, dtype=torch.long)
-        backbone = build_backbone(cfg.afs.backbone, weights="random").to(dtype)
-    selected = _random_selection(list(backbone.channels), list(cfg.afs.dims))
-    head = build_model(cfg, list(backbone.channels), selected).to(device="meta", dtype=dtype).eval()
-    images = torch.empty(64, 3, cfg.data.image_size, cfg.data.image_size, dtype=dtype, device="meta")
+        images = torch.empty(64, 3, cfg.data.image_size, cfg.data.image_size, dtype=dtype)
 
     def infer() -> None:
         image_scores(head(backbone(images), out_size=tuple(images.shape[-2:]))["anomaly_map"], cfg.evaluate.pool_size)
