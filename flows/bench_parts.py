@@ -271,7 +271,8 @@ def _training_data(cfg: Config, device: torch.device, n_images: int = 32) -> Any
     return TrainingData(images, foreground, SIASource(sia), size)
 
 
-def _random_selection(channels: list[int], dims: list[int]) -> list[torch.Tensor]:
+def random_selection(channels: list[int], dims: list[int]) -> list[torch.Tensor]:
+    """A fixed random AFS selection of ``dims`` channels per layer: speed and memory do not depend on which."""
     gen = torch.Generator().manual_seed(2)
     return [torch.randperm(c, generator=gen)[:m].sort().values for c, m in zip(channels, dims, strict=True)]
 
@@ -304,8 +305,17 @@ def bench_afs(cfg: Config, device: torch.device, quick: bool, channels_last: boo
 def _realnet(cfg: Config, backbone: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
     from stages.train_realnet import build_model
 
-    selected = _random_selection(list(backbone.channels), list(cfg.afs.dims))
+    selected = random_selection(list(backbone.channels), list(cfg.afs.dims))
     return _prepare(build_model(cfg, list(backbone.channels), selected), device, channels_last)
+
+
+def inference_models(cfg: Config, device: torch.device,
+                     channels_last: bool = False) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The profile's backbone and RealNet head (random weights), as evaluation loads them."""
+    from stages.common import for_inference
+
+    backbone = for_inference(_backbone(cfg, device, channels_last))
+    return backbone, for_inference(_realnet(cfg, backbone, device, channels_last))
 
 
 def bench_realnet_train(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
@@ -335,12 +345,10 @@ def bench_realnet_train(cfg: Config, device: torch.device, quick: bool, channels
 
 def bench_inference(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """Backbone + RealNet anomaly map + image score; images already on the device (no decoding)."""
-    from stages.common import for_inference
     from stages.evaluate import image_scores
     from stages.realnet_io import anomaly_maps
 
-    backbone = for_inference(_backbone(cfg, device, channels_last))
-    model = for_inference(_realnet(cfg, backbone, device, channels_last))
+    backbone, model = inference_models(cfg, device, channels_last)
     bb, net = _compile(backbone, cfg, device), _compile(model, cfg, device)
     batched = 64 if device.type == "cuda" else cfg.evaluate.batch_size
     gen, size, out = torch.Generator().manual_seed(5), cfg.data.image_size, {}

@@ -149,13 +149,10 @@ def inference_memory(cfg: Config) -> dict[str, float]:
     Run for real on the CPU, under CPU autocast when ``runtime.bf16`` (the meta device has no autocast,
     and what autocast keeps alive is the point), with the modules as evaluation loads them.
     """
-    from flows.bench_parts import _backbone, _realnet
-    from stages.common import for_inference
+    from flows.bench_parts import inference_models
     from stages.realnet_io import anomaly_maps
 
-    cpu = torch.device("cpu")
-    backbone = for_inference(_backbone(cfg, cpu, channels_last=False))
-    head = for_inference(_realnet(cfg, backbone, cpu, channels_last=False))
+    backbone, head = inference_models(cfg, torch.device("cpu"))
     weights = sum(t.nbytes for m in (backbone, head) for t in [*m.parameters(), *m.buffers()])
     image = torch.rand(1, 3, cfg.data.image_size, cfg.data.image_size, generator=torch.Generator().manual_seed(0))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.runtime.bf16)

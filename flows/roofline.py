@@ -157,13 +157,13 @@ def meta_unet(cfg: Config, dtype: torch.dtype) -> torch.nn.Module:
 
 def meta_realnet(cfg: Config, dtype: torch.dtype) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The profile's backbone and a RealNet head on a random AFS selection of its width, on the meta device."""
-    from flows.bench_parts import _random_selection
+    from flows.bench_parts import random_selection
     from realnet_core.features.backbones import build_backbone
     from stages.train_realnet import build_model
 
     with torch.device("meta"):
         backbone = build_backbone(cfg.afs.backbone, weights="random").to(dtype)
-    selected = _random_selection(list(backbone.channels), list(cfg.afs.dims))
+    selected = random_selection(list(backbone.channels), list(cfg.afs.dims))
     # Built on the CPU, then moved: the head keeps its channel selection as host tensors.
     return backbone, build_model(cfg, list(backbone.channels), selected).to(device="meta", dtype=dtype)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flows.bench_parts import _backbone, _realnet
+from flows.bench_parts import _backbone, _realnet, inference_models
 from flows.memory_model import inference_memory
 from realnet_core.config import load_config
 from realnet_core.diffusion.unet import GroupNorm32
@@ -50,8 +50,7 @@ def test_inference_peak_memory_on_cuda_is_what_the_memory_model_says():
     cfg = load_config("paper")
     modelled = inference_memory(cfg)["inference_modelled_mb_batch1"]
 
-    backbone = for_inference(_backbone(cfg, CUDA, channels_last=False))
-    head = for_inference(_realnet(cfg, backbone, CUDA, channels_last=False))
+    backbone, head = inference_models(cfg, CUDA)
     image = torch.rand(1, 3, cfg.data.image_size, cfg.data.image_size, device=CUDA)
     anomaly_maps(backbone, head, image, bf16=True)  # warm-up: cuBLAS and cuDNN handles
     measured = _peak_mib(lambda: anomaly_maps(backbone, head, image, bf16=True))
