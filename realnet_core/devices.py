@@ -1,6 +1,8 @@
-"""Host tensors onto the compute device without stalling the host."""
+"""Host tensors onto the compute device without stalling the host; autocast switched off for one op."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -16,3 +18,11 @@ def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     if device.type != "cuda" or t.device.type != "cpu":
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
+
+
+def no_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast off on ``device_type``, for ops whose precision the caller chooses itself."""
+    # The meta device (the roofline model) has no autocast to turn off.
+    if device_type in ("cuda", "cpu"):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()

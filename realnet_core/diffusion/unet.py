@@ -8,7 +8,6 @@ accumulates its statistics in float32.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterable, Sequence
 
@@ -16,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from realnet_core.devices import no_autocast
 
 # ----------------------------------------------------------------------------------------------
 # Small building blocks
@@ -37,15 +38,8 @@ class GroupNorm32(nn.GroupNorm):
         if x.dtype != torch.bfloat16:
             return super().forward(x.float()).type(x.dtype)
         weight, bias = self.weight.to(x.dtype), self.bias.to(x.dtype)
-        with _no_autocast(x.device.type):
+        with no_autocast(x.device.type):
             return F.group_norm(x, self.num_groups, weight, bias, self.eps)
-
-
-def _no_autocast(device_type: str) -> contextlib.AbstractContextManager:
-    # The meta device (the roofline model) has no autocast to turn off.
-    if device_type in ("cuda", "cpu"):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def normalization(channels: int) -> GroupNorm32:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from realnet_core.devices import no_autocast
+
 __all__ = ["Discriminator"]
 
 
@@ -66,7 +68,11 @@ class Discriminator(nn.Module):
         h = self.body(x)
         # The x2 step before the last convs lets them refine borders at stride 2 instead of 4.
         h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)
-        logits = self.head(h)
+        # Outside autocast, at its weights' precision (float32 when trained): the head is a few channels
+        # wide, so that costs nothing, while bf16 logits (8 bits of mantissa) would give the anomaly map
+        # coarse steps and many tied scores, from which AUROC and PRO suffer.
+        with no_autocast(h.device.type):
+            logits = self.head(h.to(self.head[-1].weight.dtype))
         if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):
             logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=True)
         return logits
