@@ -7,17 +7,40 @@ CutPaste. Detectors other than RealNet reuse this unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from realnet_core.config import Config
 from realnet_core.data.readers import CategorySplit
 from realnet_core.devices import to_device
 from realnet_core.synthesis.blend import synthesize
 from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource
 from stages.common import StageContext, autocast
-from stages.inputs import category_split, foreground_masks, to_tensor, train_images
+from stages.inputs import (
+    category_split,
+    files_fingerprint,
+    foreground_masks,
+    to_tensor,
+    train_fingerprint,
+    train_images,
+)
 from storage.arrays import ArrayCorruptError, open_image_array, read_rows
+
+# The files stages 3 and 4 read besides the dataset: the backbone's weights, a texture source's folder.
+TRAINING_FILES = ("afs.backbone_weights", "synthesis.texture_root")
+
+
+def synthesis_key(cfg: Config, exclude: set[str] | None = None) -> dict[str, Any]:
+    """The synthesis settings as they enter stages 3 and 4's keys; the texture folder only when it is the source."""
+    unused = set(exclude or ()) | ({"texture_root"} if cfg.synthesis.source != "texture" else set())
+    return cfg.section("synthesis", exclude=unused)
+
+
+def training_fingerprint(cfg: Config, dataset: str, category: str) -> str:
+    """The category's training images and the files named by TRAINING_FILES."""
+    return ",".join([train_fingerprint(cfg, dataset, category), *files_fingerprint(cfg, TRAINING_FILES)])
 
 
 @dataclass

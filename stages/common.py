@@ -1,8 +1,10 @@
 """What every stage shares: artifact keys, the cache check, locking, and finalising.
 
 A stage module defines ``NAME``, ``VERSION``, ``MEMORY_HINT`` (the settings that shrink its GPU memory),
-``key_config(cfg)``, ``fingerprint(cfg, dataset, category)`` and ``run(ctx) -> dict``. ``execute`` turns
-that into a cached, locked, atomic artifact:
+``FILES`` (the config keys naming files it reads, such as weights: ``fingerprint`` covers them and
+``dag.check_inputs`` checks them before the first stage), ``key_config(cfg)``,
+``fingerprint(cfg, dataset, category)`` and ``run(ctx) -> dict``. ``execute`` turns that into a cached,
+locked, atomic artifact:
 
     key = hash(NAME, VERSION, key_config(cfg), upstream keys, data fingerprint)
 
@@ -14,6 +16,7 @@ survives a kill, so a rerun resumes from whatever checkpoint or shard the stage 
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,8 +58,10 @@ class StageContext:
 
     def progress(self, total: int, desc: str, unit: str = "it") -> tqdm:
         label = f"{self.dataset}/{self.category} {desc}"
+        # Into a log file or a worker's log (no terminal), one line per 30 s instead of ten per second.
+        interactive = sys.stderr.isatty()
         bar = tqdm(total=total, desc=label, unit=unit, disable=not self.cfg.runtime.progress,
-                   dynamic_ncols=True, leave=False)
+                   dynamic_ncols=True, leave=not interactive, mininterval=0.1 if interactive else 30)
         if not hasattr(bar, "initial"):  # a disabled tqdm skips most of __init__; stages read bar.initial
             bar.initial = bar.n
         return bar
@@ -78,7 +83,10 @@ class StageResult:
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"runtime.device={name!r} but no CUDA device is visible")
     return device

@@ -5,7 +5,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from realnet_core.config import Config
+from realnet_core.features.backbones import weights_file
 from stages import evaluate, generate_sia, select_features, train_diffusion, train_realnet
+from stages.inputs import check_config_files
 
 MODULES: dict[str, ModuleType] = {
     m.NAME: m for m in (train_diffusion, generate_sia, select_features, train_realnet, evaluate)
@@ -40,3 +42,13 @@ def downstream_closure(stages: list[str], cfg: Config) -> set[str]:
         if any(u in out for u in upstream(s, cfg)):
             out.add(s)
     return out & set(active(cfg))
+
+
+def check_inputs(cfg: Config) -> None:
+    """Every file the active stages read besides the dataset exists: the weights and folders the config
+    names, and the backbone's default weights. Checked before the first stage, so that a missing file
+    costs seconds rather than the hours of diffusion training and SIA before the stage that reads it.
+    """
+    for stage in active(cfg):
+        check_config_files(cfg, MODULES[stage].FILES)
+    weights_file(cfg.afs.backbone, cfg.afs.backbone_weights)

@@ -76,15 +76,19 @@ def _range_clip(x0_range: list[list[float]] | None, device: torch.device):
 @torch.no_grad()
 def sample_images(model: torch.nn.Module, flags: dict[str, Any], cfg: DiffusionConfig, n: int,
                   strength: float | torch.Tensor, generator: torch.Generator, device: torch.device, *,
-                  steps: int | None = None, class_index: int | None = None, ddim: bool = False,
+                  steps: int | None = None, class_index: int | list[int] | None = None, ddim: bool = False,
                   cond_fn=None, bf16: bool = True) -> torch.Tensor:
-    """n images as (n, H, W, 3) uint8 on ``device`` from SDAS with strength s (scalar or per image).
+    """n images as (n, H, W, 3) uint8 on ``device`` from SDAS with strength s (scalar or per image),
+    of one class or, for a list, of one class per image.
 
     Nothing here waits for the GPU, so a caller can queue the next batch before this one is done.
     """
     diffusion = spaced(cfg, steps or cfg.sample_steps)
     size = flags["image_size"]
-    kwargs = {"y": torch.full((n,), class_index, device=device, dtype=torch.long)} if class_index is not None else None
+    kwargs = None
+    if class_index is not None:
+        y = torch.full((n,), class_index) if isinstance(class_index, int) else torch.tensor(class_index)
+        kwargs = {"y": to_device(y.long(), device)}
     with autocast(device, bf16):
         x = sdas_sample(model, diffusion, (n, 3, size, size), strength, generator=generator, device=device,
                         model_kwargs=kwargs, cond_fn=cond_fn, ddim=ddim,

@@ -27,6 +27,8 @@ from storage.tables import write_table
 
 NAME = "evaluate"
 VERSION = "1"
+# The backbone file is the one the model bundle names, already in train_realnet's fingerprint.
+FILES: tuple[str, ...] = ()
 MEMORY_HINT = "a smaller evaluate.batch_size"
 
 

@@ -19,6 +19,7 @@ from realnet_core.config import Config
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_io
 from stages.common import StageContext, accelerate, for_inference, seed_generator
+from stages.inputs import files_fingerprint
 from storage.arrays import (
     ShardProgress,
     create_image_array,
@@ -31,23 +32,24 @@ from storage.arrays import (
 
 NAME = "generate_sia"
 VERSION = "1"
+FILES = ("sia.classifier_checkpoint",)
 MEMORY_HINT = "a smaller sia.batch_size"
 
 
 def key_config(cfg: Config) -> dict[str, Any]:
-    return cfg.section("sia")
+    # The classifier enters through its file's fingerprint, and only when it guides.
+    unused = {"classifier_checkpoint"} if cfg.sia.guidance_scale > 0 else {"classifier_checkpoint", "guidance_scale"}
+    return cfg.section("sia", exclude=unused)
 
 
 def fingerprint(cfg: Config, dataset: str, category: str) -> str:
-    return ""  # everything it depends on is in the diffusion model's key
+    return ",".join(files_fingerprint(cfg, FILES))  # the rest it depends on is in the diffusion model's key
 
 
 def _classifier_cond(ctx: StageContext, class_index: int | None):
     cfg = ctx.cfg.sia
-    if cfg.guidance_scale <= 0 or class_index is None:
+    if cfg.guidance_scale <= 0 or class_index is None:  # the config allows guidance only with classes
         return None
-    if not cfg.classifier_checkpoint:
-        raise ValueError("sia.guidance_scale > 0 needs sia.classifier_checkpoint (a guided-diffusion classifier)")
     from realnet_core.diffusion.classifier import create_classifier, make_cond_fn
     from storage.checkpoints import load_checkpoint, load_state_into
 

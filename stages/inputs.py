@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,6 +15,7 @@ from realnet_core.data.errors import DatasetError
 from realnet_core.data.images import load_batch, resize_mask
 from realnet_core.data.readers import CategorySplit, read_category
 from realnet_core.data.registry import DATASETS, check_name
+from realnet_core.features.backbones import RANDOM
 from realnet_core.synthesis.foreground import foreground_mask
 from storage.keys import fingerprint_files
 
@@ -45,6 +48,32 @@ def present_categories(cfg: Config, dataset: str) -> list[str]:
 def _fingerprint(paths: list[str], root: str) -> str:
     # Relative to the dataset root, so the same data mounted elsewhere keeps its artifact keys.
     return fingerprint_files([os.path.abspath(p) for p in paths], os.path.abspath(root))
+
+
+def config_files(cfg: Config, keys: Iterable[str]) -> dict[str, str]:
+    """The files and folders that these config keys name and that ``cfg`` actually reads."""
+    used = {
+        "diffusion.init_checkpoint": cfg.diffusion.init_checkpoint,
+        "sia.classifier_checkpoint": cfg.sia.classifier_checkpoint if cfg.sia.guidance_scale > 0 else None,
+        "afs.backbone_weights": None if cfg.afs.backbone_weights == RANDOM else cfg.afs.backbone_weights,
+        "synthesis.texture_root": cfg.synthesis.texture_root if cfg.synthesis.source == "texture" else None,
+    }
+    return {key: used[key] for key in keys if used[key]}
+
+
+def check_config_files(cfg: Config, keys: Iterable[str]) -> dict[str, Path]:
+    """:func:`config_files` as paths, each checked to exist; the error names the config key."""
+    out = {}
+    for key, path in config_files(cfg, keys).items():
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{key}: no such file or directory: {path}")
+        out[key] = Path(path)
+    return out
+
+
+def files_fingerprint(cfg: Config, keys: Iterable[str]) -> list[str]:
+    """Sizes and mtimes of those files: weights replaced under the same name give new keys, as data does."""
+    return [fingerprint_files([p], p if p.is_dir() else p.parent) for p in check_config_files(cfg, keys).values()]
 
 
 def train_fingerprint(cfg: Config, dataset: str, category: str) -> str:

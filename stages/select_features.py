@@ -16,22 +16,31 @@ import torch
 from realnet_core.config import Config
 from realnet_core.features.afs import AFSAccumulator, afs_table, select_channels
 from realnet_core.features.backbones import build_backbone
-from stages.anomalies import load_training_data, paired_features, synth_kwargs
+from stages.anomalies import (
+    TRAINING_FILES,
+    load_training_data,
+    paired_features,
+    synth_kwargs,
+    synthesis_key,
+    training_fingerprint,
+)
 from stages.common import StageContext, accelerate, seed_generator
-from stages.inputs import train_fingerprint
 from storage.tables import write_table
 
 NAME = "select_features"
 VERSION = "2"  # 2: Perlin redraws drawn up front (other masks for the same seed)
+FILES = TRAINING_FILES
 MEMORY_HINT = "a smaller afs.batch_size"
 
 
 def key_config(cfg: Config) -> dict[str, Any]:
-    return {"afs": cfg.section("afs"), "synthesis": cfg.section("synthesis"), "image_size": cfg.data.image_size}
+    # Every AFS sample carries an anomaly, whatever synthesis.normal_fraction says (see run).
+    return {"afs": cfg.section("afs"), "synthesis": synthesis_key(cfg, exclude={"normal_fraction"}),
+            "image_size": cfg.data.image_size}
 
 
 def fingerprint(cfg: Config, dataset: str, category: str) -> str:
-    return train_fingerprint(cfg, dataset, category)
+    return training_fingerprint(cfg, dataset, category)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:

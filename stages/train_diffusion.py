@@ -23,13 +23,21 @@ from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_nam
 from realnet_core.diffusion.unet import set_grad_checkpoint
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_io
-from stages.common import StageContext, accelerate, autocast, seed_generator, seeded_init
-from stages.inputs import category_split, present_categories, to_tensor, train_fingerprint, train_images
+from stages.common import DATASET_SCOPE, StageContext, accelerate, autocast, seed_generator, seeded_init
+from stages.inputs import (
+    category_split,
+    files_fingerprint,
+    present_categories,
+    to_tensor,
+    train_fingerprint,
+    train_images,
+)
 from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.tables import write_table
 
 NAME = "train_diffusion"
 VERSION = "2"  # 2: weights initialised from the stage seed (reproducible per key)
+FILES = ("diffusion.init_checkpoint",)
 MEMORY_HINT = (
     "runtime.grad_checkpoint=true (same gradients, about 16% slower),"
     " or a smaller diffusion.batch_size with a larger diffusion.grad_accum (same effective batch)"
@@ -41,13 +49,13 @@ def dataset_scoped(cfg: Config) -> bool:
 
 
 def key_config(cfg: Config) -> dict[str, Any]:
-    return cfg.section("diffusion")
+    # How often to save a resumable state changes no weight (test_faults: a resumed run is the same run).
+    return cfg.section("diffusion", exclude={"checkpoint_every"})
 
 
 def fingerprint(cfg: Config, dataset: str, category: str) -> str:
-    if not dataset_scoped(cfg):
-        return train_fingerprint(cfg, dataset, category)
-    return ",".join(train_fingerprint(cfg, dataset, cat) for cat in present_categories(cfg, dataset))
+    cats = present_categories(cfg, dataset) if dataset_scoped(cfg) else [category]
+    return ",".join([*(train_fingerprint(cfg, dataset, cat) for cat in cats), *files_fingerprint(cfg, FILES)])
 
 
 def _training_set(ctx: StageContext) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
@@ -82,7 +90,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     center, x0_range = _color_prior(data, cfg.color_prior)
     data = data - torch.tensor(center).view(1, 3, 1, 1)
     flags = diffusion_io.unet_flags(cfg, num_classes=len(cats) if labels is not None else None)
-    with seeded_init(cfg.seed, ctx.dataset, ctx.category, "train_diffusion", "init"):
+    # A dataset-scoped model is one artifact for every category: its seeds must not depend on which
+    # category's task happened to build it.
+    slot = DATASET_SCOPE if labels is not None else ctx.category
+    with seeded_init(cfg.seed, ctx.dataset, slot, "train_diffusion", "init"):
         model = diffusion_io.build_unet(flags).to(dev)
     if cfg.init_checkpoint:
         diffusion_io.load_init(model, cfg.init_checkpoint)
@@ -91,7 +102,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     forward = accelerate(model, ctx.cfg, dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     diffusion = GaussianDiffusion(get_named_beta_schedule(cfg.noise_schedule, cfg.diffusion_steps))
-    gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, "train_diffusion")
+    gen = seed_generator(cfg.seed, ctx.dataset, slot, "train_diffusion")
 
     state_path, step, log = ctx.workdir / "train_state.pt", 0, []
     if state_path.exists():  # resume after a kill
@@ -164,15 +175,17 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, rate: float) -> No
 
 
 def _sample_grid(ctx: StageContext, ema: torch.nn.Module, flags: dict, cats: list[str]) -> None:
-    """One row per strength s = 0, 0.1, 0.2 from the same starting noise, to see what s does."""
+    """One row per strength s = 0, 0.1, 0.2 from the same starting noise, to see what s does.
+
+    A dataset-scoped model draws column i from category i (cycling), whichever category built it.
+    """
     strengths, per_row = (0.0, 0.1, 0.2), 8
     rows, labels = [], []
-    y = cats.index(ctx.category) if ctx.category in cats else 0
+    classes = [i % len(cats) for i in range(per_row)] if flags.get("num_classes") else None
     for s in strengths:
         gen = seed_generator(ctx.cfg.diffusion.seed, "samples")
         imgs = diffusion_io.sample(ema, flags, ctx.cfg.diffusion, per_row, s, gen, ctx.device,
-                                   class_index=y if flags.get("num_classes") else None,
-                                   bf16=ctx.cfg.runtime.bf16)
+                                   class_index=classes, bf16=ctx.cfg.runtime.bf16)
         rows.append(imgs)
-        labels += [f"s={s:.1f}"] * per_row
+        labels += [f"{cats[c]} s={s:.1f}" for c in classes] if classes else [f"s={s:.1f}"] * per_row
     write_png(ctx.workdir / "samples.png", make_grid(np.concatenate(rows), nrow=per_row, labels=labels))

