@@ -63,18 +63,25 @@ def cmd_tables(args: argparse.Namespace) -> int:
     else:
         import pandas as pd
 
-        with pd.option_context("display.max_rows", args.max_rows, "display.width", 200):
+        with pd.option_context("display.max_rows", args.max_rows or None, "display.width", 200):
             print(df.to_string(index=False) if len(df) else f"no {args.name} tables under {args.artifacts}")
     return 0
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from realnet_core.data.check import check_category, check_dataset
+    from realnet_core.data.check import check_dataset
+    from realnet_core.data.errors import DatasetProblems
 
-    if args.category:
-        reports = [check_category(args.dataset, args.root, c) for c in args.category]
-    else:
-        reports = check_dataset(args.dataset, args.root)
+    try:
+        reports = check_dataset(args.dataset, args.root, args.category or None)
+    except DatasetProblems as exc:  # a check lists every problem, one per line
+        if len(exc.problems) == 1:
+            print(f"realnet: error: {exc.problems[0]}", file=sys.stderr)
+            return 2
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        print(f"realnet: error: {len(exc.problems)} problems in {args.dataset} under {args.root}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(reports, indent=2))
     else:
@@ -113,6 +120,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = run_bench(args.profile, device=args.device, quick=args.quick, overrides=args.set or None,
                        parts=args.part or None, channels_last=args.channels_last, trace_dir=args.trace)
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    if result["errors"]:  # the other parts' numbers are above; a script must still see the failure
+        print(f"realnet: error: bench part(s) failed: {', '.join(result['errors'])} (see 'errors')", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -125,11 +135,21 @@ def _default_artifacts() -> str:
     return artifacts_root(None)
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more: {text!r}")
+    return value
+
+
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="demo", help="profile name (demo, paper) or a YAML file")
     p.add_argument("--dataset", help="mvtec, visa, mpdd, btad or demo")
     p.add_argument("--data-root", help="root folder of --dataset")
-    p.add_argument("--category", action="append", help="category to run (repeatable); 'all' for all 36")
+    p.add_argument("--category", action="append", help="a category (repeatable); 'all' for all 36")
     p.add_argument("--artifacts",
                    help="artifact root: folder or fsspec URL (default $REALNET_ARTIFACTS or ./artifacts)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -152,32 +172,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("tables", help="print an artifact table across datasets and categories")
-    p.add_argument("name", help="metrics, scores, afs, train_log, loss_log")
-    p.add_argument("--artifacts")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--max-rows", type=int, default=200)
+    p.add_argument("name", help="metrics, scores, afs, train_log or loss_log")
+    p.add_argument("--artifacts", help="artifact root (default $REALNET_ARTIFACTS or ./artifacts)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON records")
+    p.add_argument("--max-rows", type=_count, default=200, help="rows to print, 0 for all (default: 200)")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("data", help="dataset tools")
     dsub = p.add_subparsers(dest="data_command", required=True)
     c = dsub.add_parser("check", help="validate a dataset tree and print counts per category")
-    c.add_argument("--dataset", required=True)
-    c.add_argument("--root", required=True)
-    c.add_argument("--category", action="append")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--dataset", required=True, help="mvtec, visa, mpdd, btad or demo")
+    c.add_argument("--root", required=True, help="the dataset's root folder (holding one folder per category)")
+    c.add_argument("--category", action="append", help="only this category (repeatable; default: every one present)")
+    c.add_argument("--json", action="store_true", help="print the counts as JSON")
     c.set_defaults(func=cmd_data_check)
 
     p = sub.add_parser("demo-data", help="write the small demo dataset (MVTec layout)")
-    p.add_argument("out", nargs="?", default="demo_data")
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("out", nargs="?", default="demo_data", help="folder to write (default: demo_data)")
+    p.add_argument("--size", type=int, default=128, help="image side in pixels (default: 128)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the cut positions and defects (default: 0)")
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("predict", help="score images and write heat maps with a trained model")
     p.add_argument("--model", required=True, help="a train_realnet artifact folder or its realnet.pt")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--out", default="predictions")
-    p.add_argument("--device", default="auto")
+    p.add_argument("images", nargs="+", help="image files, or folders to search for images")
+    p.add_argument("--out", default="predictions",
+                   help="folder for <name>_heatmap.png (image | heat map) and <name>_map.npy (default: predictions)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--pool", type=int, default=16, help="average-pooling size of the image score")
     p.set_defaults(func=cmd_predict)
 
@@ -185,15 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("bench", help="time the stages on synthetic inputs of a profile's sizes")
-    p.add_argument("--profile", default="demo")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--profile", default="demo", help="demo or paper, or a YAML file (default: demo)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--part", action="append", help="only these parts (repeatable): sia, diffusion_train, afs, "
-                   "realnet_train, inference, loading, cached_rerun")
+                   "realnet_train, inference, roofline, memory_model, loading, cached_rerun")
     p.add_argument("--channels-last", action="store_true", help="run the networks in channels_last layout")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. runtime.compile=true")
     p.add_argument("--trace", metavar="DIR", help="also write a profiler trace and op table of each part to DIR")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -27,10 +27,22 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def visible_devices(gpus: int | None = None) -> list[str]:
+def visible_devices(gpus: int | None = None, device: str = "auto") -> list[str]:
+    """The device slots of ``runtime.device`` and ``runtime.gpus``: every visible GPU for ``auto`` (the
+    CPU when there is none), only the CPU for ``cpu``, and for ``cuda`` or ``cuda:N`` those GPUs or an error.
+    """
     import torch
 
+    if device == "cpu":
+        return ["cpu"]
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device != "auto" and count == 0:
+        raise RuntimeError(f"runtime.device={device!r} but no CUDA device is visible (runtime.device=auto "
+                           "uses the CPU then)")
+    if device.startswith("cuda:"):
+        if int(device[5:]) >= count:
+            raise RuntimeError(f"runtime.device={device!r} but only {count} CUDA device(s) are visible")
+        return [device]
     if gpus is not None:
         count = min(count, gpus)
     return [f"cuda:{i}" for i in range(count)] or ["cpu"]

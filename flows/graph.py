@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from realnet_core.config import Config
+from realnet_core.data.errors import DatasetError
 from realnet_core.data.registry import DATASETS, check_name, dataset_of
 from stages import dag
 from stages.common import DATASET_SCOPE
@@ -35,7 +36,12 @@ def resolve_targets(cfg: Config, categories: list[str] | None = None, dataset: s
         elif dataset or ds_default in DATASETS and name in DATASETS[ds_default]:
             ds, cat = ds_default, name
         else:
-            ds, cat = dataset_of(name), name
+            try:
+                ds, cat = dataset_of(name), name
+            except DatasetError:
+                if ds_default in DATASETS:
+                    check_name(ds_default, name)  # its message lists the default dataset's categories
+                raise
         check_name(ds, cat)
         if (ds, cat) not in out:
             out.append((ds, cat))

@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import UnfinishedRun, UpstreamTaskError
 
 from flows.gpu import shared_pool, visible_devices
 from flows.graph import resolve_targets, summary_rows, walk
@@ -55,14 +56,16 @@ def _submit_all(cfg: Config, targets: list[tuple[str, str]], artifacts: str, for
             futures = walk(cfg, targets, submit)
     else:
         futures = walk(cfg, targets, submit)
-    results, errors = {}, []
+    results, errors, not_run = {}, [], 0
     for key, fut in futures.items():
         try:
             results[key] = fut.result()
+        except (UnfinishedRun, UpstreamTaskError):  # never started: a stage upstream of it failed
+            not_run += 1
         except Exception as exc:  # keep waiting for the other categories, then report
             errors.append(f"{key[2]} {key[0]}/{key[1]}: {exc}")
-    if errors:
-        raise RuntimeError("; ".join(errors))
+    if errors or not_run:
+        raise RuntimeError("; ".join(errors) + (f" ({not_run} stage(s) downstream of it not run)" if not_run else ""))
     return results
 
 
@@ -78,11 +81,12 @@ def realnet(categories: list[str] | None = None, dataset: str | None = None,
     Store(root).check_writable()
     targets = resolve_targets(cfg, categories, dataset)
     ensure_demo_data(cfg, targets)  # a served deployment's default (the demo) needs no data on the worker
+    dag.check_inputs(cfg)
     forced = dag.downstream_closure(list(rerun or []), cfg)
     if cfg.runtime.task_runner == "ray":
         results = _ray_graph(cfg, targets, root, forced)
     else:
-        results = _submit_all(cfg, targets, root, forced, visible_devices(cfg.runtime.gpus))
+        results = _submit_all(cfg, targets, root, forced, visible_devices(cfg.runtime.gpus, cfg.runtime.device))
     rows = summary_rows(results)
     publish_reports(rows, root)
     return {"profile": cfg.profile, "artifacts": root, "seconds": round(time.perf_counter() - t0, 3),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from realnet_core.data.images import read_rgb, resize_rgb
+from realnet_core.data.errors import DatasetError
+from realnet_core.data.images import check_file, read_rgb, resize_rgb
+from realnet_core.data.readers import IMAGE_EXTENSIONS
 from realnet_core.viz import overlay, write_png
 from stages.common import resolve_device
 from stages.evaluate import image_scores
@@ -16,23 +19,64 @@ from stages.inputs import to_tensor
 from stages.realnet_io import anomaly_maps, load_bundle
 
 
+def image_inputs(images: list[str]) -> list[Path]:
+    """The image files to score: files as given, folders searched for images (recursively, sorted).
+
+    Every file is checked before the model loads, and every problem is reported at once, so that a bad
+    file in the middle of a list neither wastes the work before it nor leaves half an output folder.
+    """
+    files, problems = [], []
+    for name in images:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            files += found
+            if not found:
+                problems.append(f"{path}: no {'/'.join(IMAGE_EXTENSIONS)} files in this folder")
+        elif not path.exists():
+            problems.append(f"{path}: no such file or folder")
+        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+            problems.append(f"{path}: not an image file (expected {', '.join(IMAGE_EXTENSIONS)})")
+        else:
+            files.append(path)
+    for path in files:
+        try:
+            check_file(path, known_format=True)
+        except DatasetError as exc:
+            problems.append(str(exc))
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise DatasetError(f"nothing scored, {len(problems)} bad input(s): {shown}")
+    return files
+
+
+def output_stems(files: list[Path]) -> list[str]:
+    """A distinct output name per image: its stem, or, where stems repeat (MVTec names 000.png in every
+    defect folder), its path below the inputs' common folder joined with '_' (``hole_000``)."""
+    stems = [f.stem for f in files]
+    if len(set(stems)) == len(stems):
+        return stems
+    resolved = [f.resolve() for f in files]
+    common = Path(os.path.commonpath([f.parent for f in resolved]))
+    return ["_".join(f.relative_to(common).with_suffix("").parts) for f in resolved]
+
+
 def predict(model: str, images: list[str], out: str = "predictions", device: str = "auto",
             pool: int = 16) -> Iterator[tuple[str, float, str]]:
     """Yield (image path, image score, heat-map path) for each image, one at a time."""
+    files = image_inputs(images)
     dev = resolve_device(device)
     backbone, net, bundle = load_bundle(model, dev)
     size = int(bundle["image_size"])
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for path in images:
+    for path, stem in zip(files, output_stems(files), strict=True):
         img = read_rgb(path)
         amap = anomaly_maps(backbone, net, to_tensor(resize_rgb(img, size)[None], dev))
         score = float(image_scores(amap, pool)[0])
         # The map goes back to the image's own size so it lines up with the original.
         full = cv2.resize(amap[0].cpu().numpy(), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
-        heat = out_dir / f"{Path(path).stem}_heatmap.png"
+        heat = out_dir / f"{stem}_heatmap.png"
         write_png(heat, np.concatenate([img, overlay(img, full)], axis=1))
-        np.save(out_dir / f"{Path(path).stem}_map.npy", full.astype(np.float16))
-        yield path, score, str(heat)
-
-
+        np.save(out_dir / f"{stem}_map.npy", full.astype(np.float16))
+        yield str(path), score, str(heat)

@@ -192,7 +192,7 @@ def bench_roofline(cfg: Config, device: torch.device, quick: bool, channels_last
         image_scores(head(backbone(images), out_size=tuple(images.shape[-2:]))["anomaly_map"], cfg.evaluate.pool_size)
 
     out: dict[str, Any] = {"notes": [f"roofline: modelled on the meta device against {H200_BF16_FLOPS / 1e12:g} "
-                                     f"TFLOP/s and {H200_BYTES_PER_S / 1e12:g} TB/s (the H200 lent here), not timed"]}
+                                     f"TFLOP/s and {H200_BYTES_PER_S / 1e12:g} TB/s (measured on an H200), not timed"]}
     for name, fn, images_per_call in (("sia", lambda: unet(noise, t), batch / steps), ("inference", infer, 64)):
         ops = op_costs(fn)
         bound = roofline(ops)

@@ -56,6 +56,9 @@ def run_pipeline(categories: list[str] | None = None, dataset: str | None = None
     cfg = make_config(profile, overrides, dataset, data_roots)
     ensure_demo_data(cfg, resolve_targets(cfg, categories, dataset))
     if use_prefect:
+        # The flow checks both again, but here a mistake fails before Prefect's server starts.
+        dag.check_inputs(cfg)
+        visible_devices(cfg.runtime.gpus, cfg.runtime.device)
         from flows.pipeline import realnet
 
         with _patient_ephemeral_server():
@@ -99,8 +102,9 @@ def run_direct(cfg: Config, categories: list[str] | None = None, dataset: str | 
     root = artifacts_root(artifacts)
     Store(root).check_writable()
     targets = resolve_targets(cfg, categories, dataset)
+    dag.check_inputs(cfg)
     forced = dag.downstream_closure(list(rerun or []), cfg)
-    devices = visible_devices(cfg.runtime.gpus)
+    devices = visible_devices(cfg.runtime.gpus, cfg.runtime.device)
 
     def submit(stage: str, ds: str, cat: str, ups: dict) -> dict:
         return run_stage_now(stage, cfg, root, ds, cat, ups, stage in forced, devices)
@@ -112,7 +116,8 @@ def run_direct(cfg: Config, categories: list[str] | None = None, dataset: str | 
 
 def status_table(profile: str, overrides: list[str], categories: list[str] | None, dataset: str | None,
                  data_roots: dict[str, str] | None, artifacts: str | None) -> pd.DataFrame:
-    """Per category and stage: current (built for this config), stale (built for another), or missing."""
+    """Per category and stage: current (built for this config), resumable (a killed build left checkpoints),
+    stale (built for another config only), or missing."""
     cfg = make_config(profile, overrides, dataset, data_roots)
     store = Store(artifacts_root(artifacts))
     rows = []
@@ -121,6 +126,8 @@ def status_table(profile: str, overrides: list[str], categories: list[str] | Non
         ref = stage_ref(dag.MODULES[stage], cfg, store, ds, cat, ups)
         if store.exists(ref):
             state = "current"
+        elif store.has_progress(ref):
+            state = "resumable"  # a killed build's checkpoints: `realnet run` continues from them
         else:
             state = "stale" if store.list(stage=stage, dataset=ds, category=ref.category) else "missing"
         rows.append({"dataset": ds, "category": cat, "stage": stage, "state": state, "key": ref.key})

@@ -6,6 +6,7 @@ overrides. Every error names the offending key, e.g. ``afs.dimz`` or ``sia.stren
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,6 +78,12 @@ class SIAConfig(_Section):
             raise ValueError(f"must be [min, max] with 0 <= min <= max, got {list(v)}")
         return v
 
+    @model_validator(mode="after")
+    def _guidance_needs_classifier(self) -> SIAConfig:
+        if self.guidance_scale > 0 and not self.classifier_checkpoint:
+            raise ValueError("sia.guidance_scale > 0 needs sia.classifier_checkpoint (a guided-diffusion classifier)")
+        return self
+
 
 class SynthesisConfig(_Section):
     source: Literal["sia", "texture", "cutpaste"] = "sia"
@@ -138,7 +145,7 @@ class EvaluateConfig(_Section):
 class RuntimeConfig(_Section):
     """How to run, never what to compute: no runtime value enters an artifact key."""
 
-    device: str = "auto"
+    device: str = Field("auto", description="auto (every GPU, else the CPU), cpu, cuda or cuda:N")
     bf16: bool = True
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
@@ -154,6 +161,13 @@ class RuntimeConfig(_Section):
     gpus: int | None = Field(None, ge=0, description="None: every visible CUDA device")
     loader_workers: int = Field(0, ge=0, description="processes that read training and test images ahead")
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
 
 class Config(_Section):
     profile: str = "custom"
@@ -166,9 +180,16 @@ class Config(_Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
-    def section(self, name: str) -> dict[str, Any]:
-        """A section as plain JSON-able data, the form that goes into artifact keys."""
-        return getattr(self, name).model_dump(mode="json")
+    @model_validator(mode="after")
+    def _guidance_needs_classes(self) -> Config:
+        if self.sia.guidance_scale > 0 and self.diffusion.scope != "dataset":
+            raise ValueError("sia.guidance_scale > 0 needs diffusion.scope=dataset: the classifier steers a "
+                             "class-conditional model towards one category, and a per-category model has no classes")
+        return self
+
+    def section(self, name: str, exclude: set[str] | None = None) -> dict[str, Any]:
+        """A section as plain JSON-able data, the form that goes into artifact keys, less ``exclude``."""
+        return getattr(self, name).model_dump(mode="json", exclude=exclude)
 
 
 # ---------------------------------------------------------------- loading
@@ -183,6 +204,9 @@ def profile_path(profile: str | Path) -> Path:
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         return p
+    if len(p.parts) > 1 or p.suffix:
+        raise ConfigError(f"config {profile}: not a .yaml file (give a profile name such as demo or paper, "
+                          "or a .yaml path)")
     for base in (Path.cwd() / "configs", CONFIG_DIR):
         if (base / f"{profile}.yaml").is_file():
             return base / f"{profile}.yaml"
@@ -213,26 +237,33 @@ def _apply(tree: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def _format_errors(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key")
-        else:
-            lines.append(f"{key}={err.get('input')!r}: {err['msg']}")
-    return "; ".join(lines)
+def _describe(err: Any, source: str, overridden: list[list[str]]) -> str:
+    """One validation error, blamed on the override that set the key, else on the profile file."""
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc)
+    if not key or err["type"] == "value_error" and isinstance(err.get("input"), dict):
+        text = ": " + err["msg"].removeprefix("Value error, ")  # a rule across keys: its message names them
+    elif err["type"] == "extra_forbidden":
+        text = f" {key}: unknown key"
+    else:
+        text = f" {key}={err.get('input')!r}: {err['msg']}"
+    if not loc and overridden:  # a rule across sections: the file and the overrides together broke it
+        return f"{source} with its overrides{text}"
+    from_override = any(path[: len(loc)] == loc for path in overridden)
+    return f"override{text}" if from_override else f"{source}:{text.removeprefix(':')}"
 
 
 def build_config(tree: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> Config:
     tree = dict(tree or {})
+    overridden = []
     for item in overrides or []:
         path, value = parse_override(item)
         _apply(tree, path, value)
+        overridden.append(path)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_format_errors(exc)}") from None
+        raise ConfigError("; ".join(_describe(err, source, overridden) for err in exc.errors())) from None
 
 
 def load_config(profile: str | Path = "demo", overrides: list[str] | None = None) -> Config:

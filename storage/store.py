@@ -147,6 +147,9 @@ class Store:
     def root_exists(self) -> bool:
         return self.fs.exists(self._root)
 
+    def is_folder(self) -> bool:
+        return self.fs.isdir(self._root)
+
     def has_file(self, ref: ArtifactRef, name: str) -> bool:
         return self.fs.exists(f"{self._folder(ref)}/{name}")
 
@@ -245,13 +248,20 @@ class Store:
         base = Path(base) if base else Path.home() / ".cache" / "realnet"
         return base / hashlib.sha256(self.root.encode()).hexdigest()[:12]
 
+    def _scratch_path(self, ref: ArtifactRef) -> Path:
+        if self.local:
+            return Path(f"{self._parent(ref)}/.partial-{safe_name(ref.key, 'key')}")
+        return self._cache_base() / "scratch" / ref.stage / ref.dataset / ref.category / ref.key
+
+    def has_progress(self, ref: ArtifactRef) -> bool:
+        """Whether an unfinished build of `ref` left checkpoints or shards for a rerun to resume from."""
+        path = self._scratch_path(ref)
+        return path.is_dir() and any(path.iterdir())
+
     def scratch(self, ref: ArtifactRef) -> Path:
         """A persistent local folder where a long stage keeps checkpoints and finished shards between
         attempts. `build(ref, meta, from_scratch=True)` adopts its content as the artifact."""
-        if self.local:
-            path = Path(f"{self._parent(ref)}/.partial-{safe_name(ref.key, 'key')}")
-        else:
-            path = self._cache_base() / "scratch" / ref.stage / ref.dataset / ref.category / ref.key
+        path = self._scratch_path(ref)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:

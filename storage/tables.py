@@ -13,6 +13,9 @@ from .names import safe_name
 from .store import Store, StoreError
 
 ID_COLUMNS = ["stage", "dataset", "category", "artifact_key"]
+# What the stages write: evaluate (metrics, scores), select_features (afs), train_realnet (train_log),
+# train_diffusion (loss_log). A name outside it is a typo, not an empty table.
+TABLES = ("metrics", "scores", "afs", "train_log", "loss_log")
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -40,10 +43,14 @@ def load(
     With `latest=True` only the newest artifact (manifest `created`) of each
     (stage, dataset, category) counts, so a rerun after a config change replaces the old rows.
     """
+    if name not in TABLES:
+        raise ValueError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
     filename = f"{safe_name(name, 'table')}.parquet"
     store = Store(root)
     if not store.root_exists():
         raise StoreError(f"artifact root {root!r} does not exist")
+    if not store.is_folder():
+        raise StoreError(f"artifact root {root!r} is not a folder")
     found = []
     for ref in store.list(stage=stage):
         if store.has_file(ref, filename):

@@ -82,3 +82,20 @@ def test_throughput_timing_waits_for_the_device_only_at_the_window_ends(monkeypa
     assert len(calls) == 1 + 4 and len(syncs) == waits
     assert syncs[0] == 1 and syncs[-1] == 5  # after the warm-up call, and after the last timed one
     assert seconds >= 0.0
+
+
+def test_bench_command_exits_non_zero_when_a_part_fails(monkeypatch, capsys):
+    from flows import bench
+    from flows.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setitem(bench.BENCHES, "roofline", broken)
+    assert main(["bench", "--profile", "demo", "--device", "cpu", "--part", "roofline", "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert "simulated failure" in out and "bench part(s) failed: roofline" in err
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    help_text = capsys.readouterr().out
+    assert all(part in help_text for part in PARTS), "bench --help must list every part"

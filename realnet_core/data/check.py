@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
+from .errors import DatasetError, DatasetProblems
 from .images import check_file, image_size, read_mask
-from .readers import CategorySplit, TestSample, read_category
+from .readers import CategorySplit, TestSample, read_category, require_root
 from .registry import DATASETS, check_name
 
 
@@ -22,35 +21,54 @@ def check_category(dataset: str, root: str | os.PathLike, category: str, decode:
     """Validate one category and return its counts (train, test_good, test_anomalous, masks).
 
     With ``decode=False`` only the file listing is checked (fast); otherwise every image and mask
-    is decoded and each mask must have its image's height and width.
+    is decoded and each mask must have its image's height and width. Raises DatasetProblems naming
+    every broken file, not just the first.
     """
     split = read_category(dataset, root, category)
+    problems = _test_set_kinds(split)
     if decode:
         for path in split.train:
-            image_size(path)
+            _collect(problems, image_size, path)
         for sample in split.test:
             if sample.mask_path is None:
-                image_size(sample.path)
+                _collect(problems, image_size, sample.path)
             else:
-                read_checked_mask(sample)
+                _collect(problems, read_checked_mask, sample)
+    if problems:
+        raise DatasetProblems(f"{dataset}/{category}", problems)
     return {"dataset": dataset, "category": category, **split.counts()}
 
 
+def _collect(problems: list[str], check, *args) -> None:
+    try:
+        check(*args)
+    except DatasetError as e:
+        problems.append(str(e))
+
+
+def _test_set_kinds(split: CategorySplit) -> list[str]:
+    # Image AUROC needs normal and anomalous test images; evaluate would fail after all the training.
+    counts = split.counts()
+    missing = [kind for kind, key in (("normal", "test_good"), ("anomalous", "test_anomalous")) if not counts[key]]
+    return [f"{split.dataset}/{split.category} test set has no {kind} images (image AUROC needs both kinds)"
+            for kind in missing]
+
+
 def check_test_files(split: CategorySplit) -> None:
-    """Every test image and mask is there, non-empty and not cut short (no decoding: fast).
+    """Every test image and mask is there, non-empty and not cut short (no decoding: fast), and the test
+    set holds both normal and anomalous images.
 
     Training stages call this first: evaluate needs these files, and a broken one should fail
     the run before hours of training, not after.
     """
+    problems = _test_set_kinds(split)
     for sample in split.test:
         for path in (sample.path, sample.mask_path):
-            if path is None:
-                continue
-            try:
-                check_file(path)
-            except DatasetError as e:
-                raise DatasetError(f"{split.dataset}/{split.category} test set: {e} (found before training, "
-                                   f"since evaluate will need it; `realnet data check` lists every problem)") from e
+            if path is not None:
+                _collect(problems, check_file, path)
+    if problems:
+        raise DatasetProblems(f"{split.dataset}/{split.category} test set (found before training, since "
+                              "evaluate will need it; `realnet data check` lists every problem)", problems)
 
 
 def read_checked_mask(sample: TestSample) -> np.ndarray:
@@ -74,12 +92,20 @@ def check_dataset(
     """Check several categories; by default those of the registry that exist under ``root``."""
     if dataset not in DATASETS:
         check_name(dataset, "_")  # raises the standard unknown-dataset message
-    root_path = Path(root)
-    if not root_path.is_dir():
-        raise DatasetError(f"dataset root for {dataset} not found: {root_path}")
+    root_path = require_root(dataset, root)
     if categories is None:
         categories = [c for c in DATASETS[dataset] if (root_path / c).is_dir()]
         if not categories:
             raise DatasetError(f"no {dataset} category folder found under {root_path} "
                                f"(expected some of: {', '.join(DATASETS[dataset])})")
-    return [check_category(dataset, root_path, c, decode=decode) for c in categories]
+    reports, problems = [], []
+    for category in categories:  # every category's problems, not only the first one's
+        try:
+            reports.append(check_category(dataset, root_path, category, decode=decode))
+        except DatasetProblems as e:
+            problems += e.problems
+        except DatasetError as e:
+            problems.append(str(e))
+    if problems:
+        raise DatasetProblems(f"{dataset} under {root_path}", problems)
+    return reports

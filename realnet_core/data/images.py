@@ -51,8 +51,12 @@ def _require_whole(path: PathLike, head: bytes, tail: bytes, size: int) -> None:
         raise DatasetError(f"image file is truncated ({problem}): {os.fspath(path)}")
 
 
-def check_file(path: PathLike) -> None:
-    """Without decoding: DatasetError if the image file is missing, empty or cut short.
+SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8", b"BM", b"II*\x00", b"MM\x00*")  # PNG, JPEG, BMP, TIFF
+
+
+def check_file(path: PathLike, known_format: bool = False) -> None:
+    """Without decoding: DatasetError if the image file is missing, empty or cut short, or, with
+    ``known_format``, does not start like a PNG, JPEG, BMP or TIFF file.
 
     Two small reads per file, so a whole test split is checked in well under a second before
     training starts, instead of failing at evaluation hours later.
@@ -66,6 +70,8 @@ def check_file(path: PathLike) -> None:
     except OSError as e:
         raise DatasetError(f"cannot read image file {os.fspath(path)}: {e}") from e
     _require_whole(path, head, tail, size)
+    if known_format and not head.startswith(SIGNATURES):
+        raise DatasetError(f"not a PNG, JPEG, BMP or TIFF file: {os.fspath(path)}")
 
 
 def _decode(path: PathLike) -> np.ndarray:

@@ -177,12 +177,19 @@ def _read_visa_csv(root: Path, category: str) -> CategorySplit:
     return CategorySplit("visa", category, str(root), [str(p) for p in train], test)
 
 
+def require_root(dataset: str, root: str | os.PathLike) -> Path:
+    """``root`` as a Path; DatasetError unless it is a folder."""
+    root_path = Path(root)
+    if not root_path.is_dir():
+        hint = f" (`realnet demo-data {root_path}` builds it; so does `realnet run`)" if dataset == "demo" else ""
+        raise DatasetError(f"dataset root for {dataset} not found: {root_path}{hint}")
+    return root_path
+
+
 def read_category(dataset: str, root: str | os.PathLike, category: str) -> CategorySplit:
     """List the train and test files of one category; raise ``DatasetError`` naming what is wrong."""
     check_name(dataset, category)
-    root_path = Path(root)
-    if not root_path.is_dir():
-        raise DatasetError(f"dataset root for {dataset} not found: {root_path}")
+    root_path = require_root(dataset, root)
     if dataset == "visa":
         if (root_path / category / "train").is_dir():
             return _read_folder_layout(dataset, root_path, category)

@@ -103,3 +103,26 @@ def test_dataset_scoped_diffusion_is_built_once_and_shared(recorder, tmp_path):
     assert [s for _, s, _ in recorder.log].count("train_diffusion") == 1
     diffusion = {results[("demo", c, "train_diffusion")]["key"] for c in ("brick", "grass")}
     assert len(diffusion) == 1
+
+
+def test_a_failed_stage_is_reported_once_and_the_stages_it_held_up_are_counted(monkeypatch):
+    from prefect.exceptions import UnfinishedRun
+
+    from flows import pipeline
+
+    def done(value=None, exc=None) -> Future:
+        fut = Future()
+        fut.set_exception(exc) if exc else fut.set_result(value)
+        return fut
+
+    pending = "Run is in PENDING state, its result is not available."
+    futures = {
+        ("demo", "grass", "train_diffusion"): done({"status": "ran"}),
+        ("demo", "brick", "train_diffusion"): done(exc=ValueError("broken weights")),
+        ("demo", "brick", "generate_sia"): done(exc=UnfinishedRun(pending)),
+        ("demo", "brick", "select_features"): done(exc=UnfinishedRun(pending)),
+    }
+    monkeypatch.setattr(pipeline, "walk", lambda cfg, targets, submit: futures)
+    with pytest.raises(RuntimeError) as err:
+        pipeline._submit_all(make_config("demo", [], None, None), [], "unused", set(), ["cpu"])
+    assert str(err.value) == "train_diffusion demo/brick: broken weights (2 stage(s) downstream of it not run)"

@@ -108,3 +108,13 @@ def test_status_shows_current_stale_and_missing(base, artifacts, tiny_overrides)
 
     # a category never run has nothing at all
     assert set(states([], ["grass"]).values()) == {"missing"}
+
+    # a killed build of this config left a checkpoint behind: the next run resumes it
+    from storage.store import Store
+
+    df = status_table("demo", [*tiny_overrides, "train.seed=321"], ["brick"], None, None, str(artifacts))
+    store, key = Store(str(artifacts)), df.set_index("stage").loc["train_realnet", "key"]
+    scratch = store.scratch(store.ref("train_realnet", "demo", "brick", key))
+    (scratch / "train_state.pt").write_bytes(b"checkpoint")
+    assert states(["train.seed=321"], ["brick"])[("brick", "train_realnet")] == "resumable"
+    store.clear_scratch(store.ref("train_realnet", "demo", "brick", key))

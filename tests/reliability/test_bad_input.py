@@ -121,6 +121,18 @@ def test_mask_size_differs_from_image_data_check(data_copy):
     assert "32x32 (WxH) but its image" in line and "is 64x64" in line
 
 
+def test_data_check_lists_every_problem_one_per_line(data_copy):
+    image, mask = _shrink_mask(data_copy)
+    truncated = sorted((data_copy / "grass" / "train" / "good").glob("*.png"))[0]
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    proc = subprocess.run([*console_script(), "data", "check", "--dataset", "demo", "--root", str(data_copy)],
+                          capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    *problems, last = proc.stderr.strip().splitlines()
+    assert last == f"realnet: error: 2 problems in demo under {data_copy}"
+    assert len(problems) == 2 and str(mask) in problems[0] and str(truncated) in problems[1], problems
+
+
 def test_mask_size_differs_from_image_run(realnet, artifacts, data_copy):
     # Upstream artifacts are complete; evaluate reads the masks and must refuse the bad one.
     image, mask = _shrink_mask(data_copy)
@@ -153,6 +165,22 @@ def test_out_of_range_value(realnet, demo_data, tmp_path):
     root = tmp_path / "artifacts"
     child = realnet(run_args(root, demo_data, "brick", "sia.strength=[0.3,0.1]"))
     _fails_cleanly(child, root, "sia.strength", "0.3", "must be [min, max] with 0 <= min <= max")
+
+
+def test_missing_init_checkpoint_fails_before_any_stage(realnet, demo_data, tmp_path):
+    root, missing = tmp_path / "artifacts", tmp_path / "weights" / "256x256_diffusion_uncond.pt"
+    child = realnet(run_args(root, demo_data, "brick", f"diffusion.init_checkpoint={missing}"))
+    _fails_cleanly(child, root, "diffusion.init_checkpoint: no such file or directory", str(missing))
+
+
+def test_missing_backbone_weights_fail_before_diffusion_training(realnet, demo_data, tmp_path):
+    # The backbone is first built by select_features, after hours of diffusion training and SIA at paper
+    # size: the run must stop at once instead.
+    root, missing = tmp_path / "artifacts", tmp_path / "wide_resnet50_2-95faca4d.pth"
+    child = realnet(run_args(root, demo_data, "brick", "afs.backbone=wide_resnet50_2",
+                             f"afs.backbone_weights={missing}"))
+    _fails_cleanly(child, root, "afs.backbone_weights: no such file or directory", str(missing))
+    assert not complete(root, "train_diffusion")
 
 
 # ---------------------------------------------------------------- storage

@@ -110,4 +110,4 @@ def test_predict_refuses_a_pickled_payload(realnet, demo_data, tmp_path):
 def test_unknown_profile_is_not_a_path(realnet, demo_data, tmp_path):
     child = realnet(["run", "--no-prefect", "--config", "../../etc/passwd", "--artifacts", str(tmp_path / "a"),
                      "--data-root", str(demo_data), "--dataset", "demo", "--category", "brick", *sets()])
-    assert "unknown profile '../../etc/passwd'" in one_line_error(child)
+    assert "config ../../etc/passwd: not a .yaml file" in one_line_error(child)

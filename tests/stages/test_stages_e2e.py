@@ -111,6 +111,37 @@ def test_predict_scores_new_images_and_writes_heat_maps(pipeline_run, stage_data
         assert Path(heat).is_file()
 
 
+def test_predict_takes_folders_and_names_repeated_stems_by_their_folder(pipeline_run, stage_data, tmp_path, capsys):
+    from flows.cli import main
+
+    _, results = pipeline_run
+    test = Path(stage_data) / "brick" / "test"
+    images = sorted(test.rglob("*.png"))
+    assert len({p.stem for p in images}) < len(images), "the demo repeats 000.png in every defect folder"
+    assert main(["predict", "--model", str(_dir(results, "train_realnet")), str(test), "--out", str(tmp_path)]) == 0
+    heats = [Path(line.split("\t")[2]) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(heats) == len(images) == len(set(heats)) == len(list(tmp_path.glob("*_heatmap.png")))
+    first_good = sorted((test / "good").glob("*.png"))[0]
+    assert tmp_path / f"good_{first_good.stem}_heatmap.png" in heats
+
+
+def test_predict_reports_every_bad_input_before_scoring_any(pipeline_run, stage_data, tmp_path, capsys):
+    from flows.cli import main
+
+    _, results = pipeline_run
+    good = sorted((Path(stage_data) / "brick" / "test" / "good").glob("*.png"))[0]
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "garbage.png").write_bytes(b"\x00not an image" * 50)
+    bad = [tmp_path / "notes.txt", tmp_path / "garbage.png", tmp_path / "absent.png"]
+    out = tmp_path / "heatmaps"
+    code = main(["predict", "--model", str(_dir(results, "train_realnet")), str(good), *map(str, bad),
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "3 bad input(s)" in err, err
+    assert all(str(p) in err for p in bad), err
+    assert not out.exists(), "nothing may be written when an input is bad"
+
+
 def test_a_failed_forced_rerun_keeps_the_previous_artifact(pipeline_run, tiny_cfg, monkeypatch):
     import pytest
 

@@ -62,3 +62,12 @@ def test_empty_and_missing_roots(tmp_path):
         load("metrics", str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="table"):
         load("../metrics", str(tmp_path / "empty"))
+
+
+def test_a_typo_in_the_table_name_or_a_file_as_root_is_an_error_not_an_empty_table(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"unknown table 'metric'; tables: metrics, scores, afs"):
+        load("metric", str(tmp_path / "empty"))
+    (tmp_path / "notes.txt").write_text("not an artifact root")
+    with pytest.raises(StoreError, match="notes.txt.*is not a folder"):
+        load("metrics", str(tmp_path / "notes.txt"))
