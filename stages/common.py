@@ -58,7 +58,8 @@ class StageContext:
 
     def progress(self, total: int, desc: str, unit: str = "it") -> tqdm:
         label = f"{self.dataset}/{self.category} {desc}"
-        # Into a log file or a worker's log (no terminal), one line per 30 s instead of ten per second.
+        # Into a log file or a worker's log (no terminal), one line per 30 s instead of ten per second
+        # (stages set their postfix with refresh=False, so that it waits for the next timed refresh).
         interactive = sys.stderr.isatty()
         bar = tqdm(total=total, desc=label, unit=unit, disable=not self.cfg.runtime.progress,
                    dynamic_ncols=True, leave=not interactive, mininterval=0.1 if interactive else 30)

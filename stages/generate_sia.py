@@ -92,7 +92,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 strs.append(np.full(b, s, np.float32))
                 made += b
                 bar.update(b)
-                bar.set_postfix(img_s=f"{made / (time.perf_counter() - t0):.2f}")
+                bar.set_postfix(img_s=f"{made / (time.perf_counter() - t0):.2f}", refresh=False)
             if pending is not None:
                 pending.result()  # one shard in flight: its errors surface here, and memory stays bounded
             lo = shard * cfg.shard_images

@@ -127,7 +127,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         pending.clear()
         if log:
             rate = (bar.n - bar.initial) / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{log[-1]['loss']:.4f}", steps_s=f"{rate:.2f}")
+            bar.set_postfix(loss=f"{log[-1]['loss']:.4f}", steps_s=f"{rate:.2f}", refresh=False)
 
     while step < cfg.steps:
         opt.zero_grad(set_to_none=True)

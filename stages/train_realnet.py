@@ -108,7 +108,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         for step_losses in torch.stack(pending).cpu().numpy():
             sums += step_losses
         bar.set_postfix(loss=f"{sums[0] / steps_per_epoch:.4f}",
-                        steps_s=f"{(bar.n - bar.initial) / (time.perf_counter() - t0):.2f}")
+                        steps_s=f"{(bar.n - bar.initial) / (time.perf_counter() - t0):.2f}", refresh=False)
         epoch += 1
         mean = sums / steps_per_epoch
         # Plain floats: numpy scalars would make train_state.pt unloadable with weights_only=True.
