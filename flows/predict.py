@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from realnet_core.data.errors import DatasetError
+from realnet_core.data.errors import DatasetError, DatasetProblems
 from realnet_core.data.images import check_file, read_rgb, resize_rgb
 from realnet_core.data.readers import IMAGE_EXTENSIONS
 from realnet_core.viz import overlay, write_png
@@ -45,8 +45,7 @@ def image_inputs(images: list[str]) -> list[Path]:
         except DatasetError as exc:
             problems.append(str(exc))
     if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise DatasetError(f"nothing scored, {len(problems)} bad input(s): {shown}")
+        raise DatasetProblems("nothing scored", problems)
     return files
 
 

@@ -137,7 +137,7 @@ def test_predict_reports_every_bad_input_before_scoring_any(pipeline_run, stage_
     code = main(["predict", "--model", str(_dir(results, "train_realnet")), str(good), *map(str, bad),
                  "--out", str(out)])
     err = capsys.readouterr().err
-    assert code == 2 and "3 bad input(s)" in err, err
+    assert code == 2 and "nothing scored: 3 problems" in err, err
     assert all(str(p) in err for p in bad), err
     assert not out.exists(), "nothing may be written when an input is bad"
 
