@@ -55,16 +55,28 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from storage.tables import load
+    from storage.tables import load, table_stage
 
-    df = load(args.name, args.artifacts or _default_artifacts())
+    stage, keys = table_stage(args.name), None
+    if args.current:  # the artifacts of this config, which need not be the newest ones
+        from flows.runner import status_table
+
+        status = status_table(args.config, args.set or [], args.category, args.dataset,
+                              {args.dataset or "demo": args.data_root} if args.data_root else None, args.artifacts)
+        keys = set(status.loc[status.stage == stage, "key"])
+    df = load(args.name, args.artifacts or _default_artifacts(), keys=keys)
+    if args.dataset and len(df):
+        df = df[df.dataset == args.dataset]
+    if args.category and len(df):
+        df = df[df.category.isin(args.category)]
     if args.json:
         print(df.to_json(orient="records", indent=2))
     else:
         import pandas as pd
 
-        with pd.option_context("display.max_rows", args.max_rows or None, "display.width", 200):
-            print(df.to_string(index=False) if len(df) else f"no {args.name} tables under {args.artifacts}")
+        with pd.option_context("display.width", 200):
+            print(df.to_string(index=False, max_rows=args.max_rows or None) if len(df)
+                  else f"no {args.name} rows under {args.artifacts or _default_artifacts()} for this selection")
     return 0
 
 
@@ -173,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tables", help="print an artifact table across datasets and categories")
     p.add_argument("name", help="metrics, scores, afs, train_log or loss_log")
-    p.add_argument("--artifacts", help="artifact root (default $REALNET_ARTIFACTS or ./artifacts)")
-    p.add_argument("--json", action="store_true", help="print the rows as JSON records")
+    _run_options(p)
+    p.add_argument("--current", action="store_true",
+                   help="the artifacts of the config given by --config/--set (default: the newest of each category)")
     p.add_argument("--max-rows", type=_count, default=200, help="rows to print, 0 for all (default: 200)")
     p.set_defaults(func=cmd_tables)
 
@@ -199,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="predictions",
                    help="folder for <name>_heatmap.png (image | heat map) and <name>_map.npy (default: predictions)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--pool", type=int, default=16, help="average-pooling size of the image score")
+    p.add_argument("--pool", type=_count, default=None,
+                   help="average-pooling size of the image score (default: 16 at 256 px, scaled to the model's size)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="serve the realnet deployments from this machine")
@@ -226,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `realnet tables scores | head`: the reader has all it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
     except Exception as exc:  # one clear line for the user; the traceback only with REALNET_DEBUG
         if _debug():
             raise

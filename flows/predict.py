@@ -60,13 +60,20 @@ def output_stems(files: list[Path]) -> list[str]:
     return ["_".join(f.relative_to(common).with_suffix("").parts) for f in resolved]
 
 
+def default_pool(image_size: int) -> int:
+    """The paper's 16 x 16 pooling at 256 px, scaled to the model's input size (the demo's 8 at 128 px), as
+    the profiles evaluate: the image score of a predict call is then the score evaluate gave the image."""
+    return max(1, round(16 * image_size / 256))
+
+
 def predict(model: str, images: list[str], out: str = "predictions", device: str = "auto",
-            pool: int = 16) -> Iterator[tuple[str, float, str]]:
+            pool: int | None = None) -> Iterator[tuple[str, float, str]]:
     """Yield (image path, image score, heat-map path) for each image, one at a time."""
     files = image_inputs(images)
     dev = resolve_device(device)
     backbone, net, bundle = load_bundle(model, dev)
     size = int(bundle["image_size"])
+    pool = pool or default_pool(size)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, stem in zip(files, output_stems(files), strict=True):

@@ -7,6 +7,7 @@ Outputs ``metrics.parquet`` (one row), ``scores.parquet`` (one row per test imag
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from storage.arrays import write_float_maps
 from storage.tables import write_table
 
 NAME = "evaluate"
-VERSION = "1"
+VERSION = "2"  # 2: overlays named by the test image's own file name
 # The backbone file is the one the model bundle names, already in train_realnet's fingerprint.
 FILES: tuple[str, ...] = ()
 MEMORY_HINT = "a smaller evaluate.batch_size"
@@ -105,5 +106,5 @@ def _overlays(ctx: StageContext, split, masks, maps, scores, size) -> None:
     images = load_batch([split.test[i].path for i in pick], size)
     for img, i in zip(images, pick, strict=True):
         s = split.test[i]
-        name = f"{s.defect}_{i:04d}_score{scores[i]:.3f}.png"
+        name = f"{s.defect}_{Path(s.path).stem}_score{scores[i]:.3f}.png"  # findable: hole/000.png -> hole_000_
         write_png(out / name, triptych(img, masks[i], maps[i], vmax=vmax))

@@ -13,9 +13,17 @@ from .names import safe_name
 from .store import Store, StoreError
 
 ID_COLUMNS = ["stage", "dataset", "category", "artifact_key"]
-# What the stages write: evaluate (metrics, scores), select_features (afs), train_realnet (train_log),
-# train_diffusion (loss_log). A name outside it is a typo, not an empty table.
-TABLES = ("metrics", "scores", "afs", "train_log", "loss_log")
+# Each table and the stage that writes it. A name outside these is a typo, not an empty table.
+TABLE_STAGES = {"metrics": "evaluate", "scores": "evaluate", "afs": "select_features",
+                "train_log": "train_realnet", "loss_log": "train_diffusion"}
+TABLES = tuple(TABLE_STAGES)
+
+
+def table_stage(name: str) -> str:
+    """The stage that writes table `name`; ValueError listing the tables for any other name."""
+    if name not in TABLE_STAGES:
+        raise ValueError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
+    return TABLE_STAGES[name]
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -35,16 +43,17 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def load(
-    name: str, root: str = "artifacts", *, stage: str | None = None, latest: bool = True
+    name: str, root: str = "artifacts", *, stage: str | None = None, latest: bool = True,
+    keys: set[str] | None = None,
 ) -> pd.DataFrame:
     """Concatenate `<name>.parquet` from every complete artifact under `root` (optionally one stage).
 
     Adds stage, dataset, category and artifact_key columns unless the table has them already.
     With `latest=True` only the newest artifact (manifest `created`) of each
     (stage, dataset, category) counts, so a rerun after a config change replaces the old rows.
+    `keys` keeps only those artifacts (for example the keys a config gives: `realnet tables --current`).
     """
-    if name not in TABLES:
-        raise ValueError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
+    table_stage(name)
     filename = f"{safe_name(name, 'table')}.parquet"
     store = Store(root)
     if not store.root_exists():
@@ -53,7 +62,7 @@ def load(
         raise StoreError(f"artifact root {root!r} is not a folder")
     found = []
     for ref in store.list(stage=stage):
-        if store.has_file(ref, filename):
+        if (keys is None or ref.key in keys) and store.has_file(ref, filename):
             found.append((store.manifest(ref)["created"], ref))
     if latest:
         newest = {}

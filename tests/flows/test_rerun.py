@@ -118,3 +118,21 @@ def test_status_shows_current_stale_and_missing(base, artifacts, tiny_overrides)
     (scratch / "train_state.pt").write_bytes(b"checkpoint")
     assert states(["train.seed=321"], ["brick"])[("brick", "train_realnet")] == "resumable"
     store.clear_scratch(store.ref("train_realnet", "demo", "brick", key))
+
+
+def test_tables_show_the_newest_artifacts_or_with_current_those_of_the_config(base, artifacts, tiny_overrides, capsys):
+    import json
+
+    from flows.cli import main
+    from storage.tables import load
+
+    newest = _run(artifacts, tiny_overrides, ["evaluate.pool_size=3"])  # built last: the newest evaluate
+    keys = {name: {r["stage"]: r["key"] for r in run["stages"]}["evaluate"] for name, run in
+            (("base", base), ("newest", newest))}
+    assert load("metrics", str(artifacts)).set_index("category").loc["brick", "artifact_key"] == keys["newest"]
+
+    sets = [arg for o in tiny_overrides for arg in ("--set", o)]
+    assert main(["tables", "metrics", "--current", "--artifacts", str(artifacts), "--category", "brick", *sets,
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["artifact_key"] for r in rows] == [keys["base"]]

@@ -75,7 +75,11 @@ def test_evaluate_writes_metrics_scores_maps_and_overlays(pipeline_run, stage_da
     scores = pd.read_parquet(d / "scores.parquet")
     n_test = len(list((Path(stage_data) / "brick" / "test").rglob("*.png")))
     assert len(scores) == n_test and scores.label.isin([0, 1]).all()
-    assert len(list((d / "overlays").glob("*.png"))) == 4
+    overlays = sorted(p.name for p in (d / "overlays").glob("*.png"))
+    assert len(overlays) == 4
+    # named after the test image, so that the source is easy to find: <defect>_<stem>_score<score>.png
+    sources = {f"{p.parent.name}_{p.stem}" for p in (Path(stage_data) / "brick" / "test").rglob("*.png")}
+    assert all(name.split("_score")[0] in sources for name in overlays), overlays
 
 
 def test_second_execution_reuses_the_artifact(pipeline_run, tiny_cfg):
@@ -123,6 +127,26 @@ def test_predict_takes_folders_and_names_repeated_stems_by_their_folder(pipeline
     assert len(heats) == len(images) == len(set(heats)) == len(list(tmp_path.glob("*_heatmap.png")))
     first_good = sorted((test / "good").glob("*.png"))[0]
     assert tmp_path / f"good_{first_good.stem}_heatmap.png" in heats
+
+
+def test_predict_gives_the_score_evaluate_gave_at_the_same_pool_size(pipeline_run, tiny_cfg, stage_data, tmp_path,
+                                                                      capsys):
+    from flows.cli import main
+    from flows.predict import default_pool
+
+    _, results = pipeline_run
+    test = Path(stage_data) / "brick" / "test"
+    pool = str(tiny_cfg.evaluate.pool_size)
+    assert main(["predict", "--model", str(_dir(results, "train_realnet")), str(test), "--pool", pool,
+                 "--out", str(tmp_path)]) == 0
+    predicted = {Path(line.split("\t")[0]).resolve(): float(line.split("\t")[1])
+                 for line in capsys.readouterr().out.strip().splitlines()}
+    scores = pd.read_parquet(_dir(results, "evaluate") / "scores.parquet")
+    evaluated = {Path(p).resolve(): s for p, s in zip(scores.path, scores.score, strict=True)}
+    assert predicted.keys() == evaluated.keys()
+    for path, score in predicted.items():
+        assert abs(score - evaluated[path]) < 1e-5, (path, score, evaluated[path])
+    assert (default_pool(256), default_pool(128)) == (16, 8)  # the paper's and the demo's evaluate.pool_size
 
 
 def test_predict_reports_every_bad_input_before_scoring_any(pipeline_run, stage_data, tmp_path, capsys):
