@@ -64,3 +64,24 @@ def test_runtime_is_not_part_of_any_stage_section():
     cfg = Config()
     for name in ("diffusion", "sia", "afs", "train", "evaluate"):
         assert "device" not in cfg.section(name)
+
+
+def test_errors_blame_the_override_that_set_the_key_or_else_the_file(tmp_path):
+    profile = tmp_path / "mine.yaml"
+    profile.write_text("afs:\n  dimz: [8, 8, 8, 8]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(profile, ["sia.strength=[0.3,0.1]"])
+    assert str(err.value) == (f"override sia.strength=[0.3, 0.1]: Value error, must be [min, max] with "
+                              f"0 <= min <= max, got [0.3, 0.1]; {profile}: afs.dimz: unknown key")
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda0", "gpu:1"])
+def test_runtime_device_must_be_auto_cpu_or_cuda(device):
+    with pytest.raises(ConfigError, match=rf"override runtime.device='{device}'.*must be auto, cpu, cuda or cuda:N"):
+        load_config("demo", [f"runtime.device={device}"])
+    assert load_config("demo", ["runtime.device=cuda:1"]).runtime.device == "cuda:1"
+
+
+def test_a_path_that_is_not_yaml_is_not_taken_for_a_profile_name():
+    with pytest.raises(ConfigError, match=r"config demo/README.txt: not a .yaml file"):
+        load_config("demo/README.txt")

@@ -156,3 +156,31 @@ def test_check_dataset(tmp_path, trees):
     assert check_dataset("btad", tmp_path, ["03"])[0]["train"] == 3
     with pytest.raises(DatasetError, match="01"):
         check_dataset("btad", tmp_path, ["01"])
+
+
+def test_a_test_set_without_normal_images_is_found_before_training(tmp_path, trees):
+    import shutil
+
+    from realnet_core.data.check import check_test_files
+    from realnet_core.data.errors import DatasetProblems
+
+    trees.mvtec_like(tmp_path, "bottle", {"crack": 2})
+    shutil.rmtree(tmp_path / "bottle" / "test" / "good")
+    split = read_category("mvtec", tmp_path, "bottle")  # listing it is fine; evaluating it is not
+    for check in (lambda: check_category("mvtec", tmp_path, "bottle"), lambda: check_test_files(split)):
+        with pytest.raises(DatasetProblems, match="mvtec/bottle test set has no normal images"):
+            check()
+
+
+def test_check_dataset_lists_the_problems_of_every_category(tmp_path, trees):
+    from realnet_core.data.errors import DatasetProblems
+
+    trees.btad(tmp_path, "02", ".png", ".png")
+    trees.btad(tmp_path, "03", ".png", ".png")
+    broken = [sorted((tmp_path / cat / "train" / "ok").glob("*.png"))[0] for cat in ("02", "03")]
+    for path in broken:
+        path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(DatasetProblems) as err:
+        check_dataset("btad", tmp_path)
+    assert len(err.value.problems) == 2
+    assert all(str(path) in problem for path, problem in zip(broken, err.value.problems, strict=True))

@@ -145,3 +145,20 @@ def test_cpu_slots_take_no_machine_lock(tmp_path):
     with DevicePool(["cpu"], lock_dir=tmp_path).acquire():
         with DevicePool(["cpu"], lock_dir=tmp_path).acquire(timeout=0.1):
             assert list(tmp_path.iterdir()) == []
+
+
+def test_visible_devices_follow_runtime_device(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert visible_devices(None, "auto") == ["cuda:0", "cuda:1"]
+    assert visible_devices(1, "auto") == ["cuda:0"]
+    assert visible_devices(None, "cpu") == ["cpu"]  # the user asked for the CPU, GPUs or not
+    assert visible_devices(None, "cuda:1") == ["cuda:1"]
+    with pytest.raises(RuntimeError, match=r"runtime.device='cuda:2' but only 2 CUDA device"):
+        visible_devices(None, "cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert visible_devices(None, "auto") == ["cpu"]
+    with pytest.raises(RuntimeError, match=r"runtime.device='cuda' but no CUDA device is visible"):
+        visible_devices(None, "cuda")
