@@ -117,7 +117,9 @@ def _ray_graph(cfg: Config, targets, root: str, forced: set[str]) -> dict:
     def graph() -> dict:
         import ray  # connected by now: the runner starts before the flow body
 
-        gpu = ray.cluster_resources().get("GPU", 0) >= 1
+        gpu = ray.cluster_resources().get("GPU", 0) >= 1 and cfg.runtime.device != "cpu"
+        if not gpu and cfg.runtime.device.startswith("cuda"):
+            raise RuntimeError(f"runtime.device={cfg.runtime.device!r} but the Ray cluster has no GPU")
         options = {"num_gpus": 1} if gpu else {"num_cpus": 1}
         # Ray gives each task its own GPU through CUDA_VISIBLE_DEVICES, so inside a task it is "cuda".
         devices = ["cuda"] if gpu else ["cpu"]
