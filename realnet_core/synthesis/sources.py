@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from realnet_core.synthesis.augment import augment_textures
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -82,9 +84,10 @@ class SIASource:
 
 
 class TextureSource:
-    """Random crops of texture images found recursively in a folder (e.g. DTD's ``images/``)."""
+    """Random crops of texture images found recursively in a folder (e.g. DTD's ``images/``), each through
+    DRAEM's augmentation (``augment``, on by default: the paper's DTD protocol; see synthesis.augment)."""
 
-    def __init__(self, folder: str | Path, size: int = 256, min_crop: float = 0.5) -> None:
+    def __init__(self, folder: str | Path, size: int = 256, min_crop: float = 0.5, augment: bool = True) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"texture folder does not exist: {self.folder}")
@@ -99,6 +102,7 @@ class TextureSource:
             raise ValueError(f"min_crop must be in (0, 1], got {min_crop}")
         self.size = size
         self.min_crop = min_crop
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.files)
@@ -123,7 +127,7 @@ class TextureSource:
             crop = img[y : y + side, x : x + side]
             interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
             out[k] = cv2.resize(crop, (size, size), interpolation=interp)
-        return _to_tensor(out)
+        return _to_tensor(augment_textures(out, generator) if self.augment else out)
 
 
 class CutPasteSource:
