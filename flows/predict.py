@@ -11,7 +11,7 @@ import numpy as np
 
 from realnet_core.data.errors import DatasetError, DatasetProblems
 from realnet_core.data.images import check_file, read_rgb, resize_rgb
-from realnet_core.data.readers import IMAGE_EXTENSIONS
+from realnet_core.data.readers import IMAGE_EXTENSIONS, is_image_file
 from realnet_core.viz import overlay, write_png
 from stages.common import resolve_device
 from stages.evaluate import image_scores
@@ -29,7 +29,7 @@ def image_inputs(images: list[str]) -> list[Path]:
     for name in images:
         path = Path(name)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            found = sorted(p for p in path.rglob("*") if is_image_file(p.name) and p.is_file())
             files += found
             if not found:
                 problems.append(f"{path}: no {'/'.join(IMAGE_EXTENSIONS)} files in this folder")
