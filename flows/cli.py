@@ -111,6 +111,22 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev_data(args: argparse.Namespace) -> int:
+    from realnet_core.data.devset import build_dev_dataset
+
+    out = build_dev_dataset(args.out, seed=args.seed)
+    print(f"development set written to {out}")
+    return 0
+
+
+def cmd_devbench(args: argparse.Namespace) -> int:
+    from flows.devbench import run_devbench
+
+    table = run_devbench(args.config, args.set, args.category, args.data_root, args.artifacts, args.baseline_only)
+    print(table.to_json(orient="records", indent=2) if args.json else table.to_string(index=False, float_format="%.4f"))
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from flows.predict import predict
 
@@ -205,6 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default: 128)")
     p.add_argument("--seed", type=int, default=0, help="seed of the cut positions and defects (default: 0)")
     p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("dev-data", help="write the development set (real photographs, hand-made defects)")
+    p.add_argument("out", nargs="?", default="dev_data", help="folder to write (default: dev_data)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the cut positions and defects (default: 0)")
+    p.set_defaults(func=cmd_dev_data)
+
+    p = sub.add_parser("devbench", help="a profile on the development set, beside nearest-neighbour patch matching")
+    p.add_argument("--config", default="demo", help="profile name (demo, paper) or a YAML file")
+    p.add_argument("--category", action="append", help="a development category (repeatable; default: all four)")
+    p.add_argument("--data-root", default="dev_data", help="the development set (built there when missing)")
+    p.add_argument("--artifacts", default="artifacts_dev", help="artifact root of these runs (default: artifacts_dev)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, as for run")
+    p.add_argument("--baseline-only", action="store_true", help="only the nearest-neighbour baseline")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_devbench)
 
     p = sub.add_parser("predict", help="score images and write heat maps with a trained model")
     p.add_argument("--model", required=True, help="a train_realnet artifact folder or its realnet.pt")

@@ -38,15 +38,18 @@ def make_config(profile: str, overrides: list[str] | None, dataset: str | None,
 
 
 def ensure_demo_data(cfg: Config, targets: list[tuple[str, str]]) -> None:
-    """The embedded default needs no download: build the demo dataset where the config expects it."""
-    if any(ds == "demo" for ds, _ in targets):
-        root = Path(cfg.data.roots.get("demo", "demo_data"))
-        if not root.exists():
-            from realnet_core.data.demo import build_demo_dataset
+    """The bundled datasets need no download: build the demo (or development) set where the config expects it."""
+    from realnet_core.data.demo import build_demo_dataset
+    from realnet_core.data.devset import build_dev_dataset
 
-            # stderr: stdout carries `realnet run --json`, which must stay parseable.
-            print(f"building the demo dataset in {root}", file=sys.stderr)
-            build_demo_dataset(root)
+    bundled = {"demo": ("demo_data", build_demo_dataset), "dev": ("dev_data", build_dev_dataset)}
+    for ds, (default, build) in bundled.items():
+        if any(d == ds for d, _ in targets):
+            root = Path(cfg.data.roots.get(ds, default))
+            if not root.exists():
+                # stderr: stdout carries `realnet run --json`, which must stay parseable.
+                print(f"building the {ds} dataset in {root}", file=sys.stderr)
+                build(root)
 
 
 def run_pipeline(categories: list[str] | None = None, dataset: str | None = None,

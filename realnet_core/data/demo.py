@@ -65,10 +65,12 @@ def _tint(gray: np.ndarray, category: str) -> np.ndarray:
     return gray.astype(np.float32)[:, :, None] * np.asarray(_TINTS[category], dtype=np.float32)
 
 
-def _random_crop(texture: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A random crop of the (float, RGB) texture, resized to ``size`` and lightly jittered."""
+def _random_crop(texture: np.ndarray, size: int, rng: np.random.Generator,
+                 share: tuple[float, float] = (0.45, 0.70)) -> np.ndarray:
+    """A random square crop of the (float, RGB) texture, ``share`` of its shorter side, resized to ``size``
+    and lightly jittered."""
     h, w = texture.shape[:2]
-    side = int(rng.integers(int(0.45 * min(h, w)), int(0.70 * min(h, w)) + 1))
+    side = int(rng.integers(int(share[0] * min(h, w)), int(share[1] * min(h, w)) + 1))
     y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
     crop = texture[y:y + side, x:x + side]
     interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
@@ -123,7 +125,7 @@ def _scratch(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, n
     return out, m
 
 
-def _stain(clean: np.ndarray, rng: np.random.Generator, category: str) -> tuple[np.ndarray, np.ndarray]:
+def _stain(clean: np.ndarray, rng: np.random.Generator, colour: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     size = clean.shape[0]
     radius = rng.uniform(0.16, 0.24) * size
     blob = np.zeros((size, size), np.float32)
@@ -136,11 +138,9 @@ def _stain(clean: np.ndarray, rng: np.random.Generator, category: str) -> tuple[
     ramp = np.clip((alpha - 0.5) / 0.4, 0.0, 1.0)
     strength = rng.uniform(0.6, 0.85)
     opacity = np.where(m, strength * (0.4 + 0.6 * ramp), 0.0).astype(np.float32)[:, :, None]
-    # Oil-like dark blue on the reddish brick, rust-brown on green grass: both contrast in colour.
-    colour = np.array((40, 55, 95) if category == "brick" else (120, 70, 30), np.float32)
     c = clean.astype(np.float32)
     shade = c.mean(axis=2, keepdims=True) / 128.0  # keep some texture under the stain
-    out = c * (1 - opacity) + np.clip(colour * shade, 0, 255) * opacity
+    out = c * (1 - opacity) + np.clip(np.asarray(colour, np.float32) * shade, 0, 255) * opacity
     return out, m
 
 
@@ -180,24 +180,50 @@ def _foreign(clean: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> 
     return out, m
 
 
-def add_defect(
-    clean: np.ndarray, kind: str, rng: np.random.Generator, category: str, donor: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one defect of ``kind`` on a clean ``(H, W, 3)`` uint8 image.
+def _smudge(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A greasy smear: the region is blurred and washed towards a haze lighter or darker than it.
 
-    ``donor`` is a same-sized uint8 crop of another texture (used by ``foreign``). Returns the
-    defective uint8 image and its exact ``(H, W)`` bool mask; pixels outside the mask are unchanged.
+    A blur alone would leave flat areas unchanged; the haze changes them too, so the mask is the defect.
+    """
+    size = clean.shape[0]
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(mask, [_irregular_polygon(size, rng.uniform(0.14, 0.24) * size, rng)], 255)
+    m = mask > 0
+    c = clean.astype(np.float32)
+    blurred = cv2.GaussianBlur(c, (0, 0), float(rng.uniform(0.02, 0.04) * size))
+    haze = float(rng.uniform(0.25, 0.45))
+    level = c[m].mean(axis=0) + float(rng.choice([-1.0, 1.0])) * rng.uniform(12, 30)
+    value = blurred * (1 - haze) + np.clip(level, 0, 255) * haze
+    return np.where(m[:, :, None], value, c), m
+
+
+# Stain colours that contrast with each demo category: oil-like dark blue on the reddish brick,
+# rust-brown on green grass.
+_STAIN_COLOURS = {"brick": (40, 55, 95), "grass": (120, 70, 30)}
+
+
+def add_defect(
+    clean: np.ndarray, kind: str, rng: np.random.Generator, category: str, donor: np.ndarray,
+    stain_colour: tuple[int, int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one defect of ``kind`` (one of DEFECTS or ``smudge``) on a clean ``(H, W, 3)`` uint8 image.
+
+    ``donor`` is a same-sized uint8 crop of another texture (used by ``foreign``); ``stain_colour``
+    defaults to the demo category's. Returns the defective uint8 image and its exact ``(H, W)`` bool
+    mask; pixels outside the mask are unchanged.
     """
     if kind == "scratch":
         out, m = _scratch(clean, rng)
     elif kind == "stain":
-        out, m = _stain(clean, rng, category)
+        out, m = _stain(clean, rng, stain_colour or _STAIN_COLOURS.get(category, (120, 70, 30)))
+    elif kind == "smudge":
+        out, m = _smudge(clean, rng)
     elif kind == "hole":
         out, m = _hole(clean, rng)
     elif kind == "foreign":
         out, m = _foreign(clean, rng, donor)
     else:
-        raise ValueError(f"unknown defect kind {kind!r}; known: {', '.join(DEFECTS)}")
+        raise ValueError(f"unknown defect kind {kind!r}; known: {', '.join(DEFECTS)}, smudge")
     img = np.clip(out + 0.5, 0, 255).astype(np.uint8)
     # Rounding cannot leak outside the mask, but make the guarantee explicit.
     img[~m] = clean[~m]

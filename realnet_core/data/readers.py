@@ -2,7 +2,7 @@
 
 Layouts (``<root>`` is the dataset root, ``<cat>`` a category):
 
-- mvtec, mpdd, demo: ``<cat>/train/good``, ``<cat>/test/<defect>`` (``good`` is normal),
+- mvtec, mpdd, demo, dev: ``<cat>/train/good``, ``<cat>/test/<defect>`` (``good`` is normal),
   masks ``<cat>/ground_truth/<defect>/<stem>_mask.png``.
 - btad: ``<cat>/train/ok``, ``<cat>/test/{ok,ko}``, masks ``<cat>/ground_truth/ko/<stem>.png``
   (or ``.bmp``); images are ``.bmp`` or ``.png``.
@@ -26,7 +26,7 @@ from .registry import check_name
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Folder names that hold normal images, per layout.
-_NORMAL = {"mvtec": "good", "mpdd": "good", "demo": "good", "visa": "good", "btad": "ok"}
+_NORMAL = {"mvtec": "good", "mpdd": "good", "demo": "good", "dev": "good", "visa": "good", "btad": "ok"}
 VISA_CSV = os.path.join("split_csv", "1cls.csv")
 
 
@@ -181,7 +181,8 @@ def require_root(dataset: str, root: str | os.PathLike) -> Path:
     """``root`` as a Path; DatasetError unless it is a folder."""
     root_path = Path(root)
     if not root_path.is_dir():
-        hint = f" (`realnet demo-data {root_path}` builds it; so does `realnet run`)" if dataset == "demo" else ""
+        hint = (f" (`realnet {dataset}-data {root_path}` builds it; so does `realnet run`)"
+                if dataset in ("demo", "dev") else "")
         raise DatasetError(f"dataset root for {dataset} not found: {root_path}{hint}")
     return root_path
 

@@ -1,4 +1,4 @@
-"""The known datasets and their categories (the 36 of the paper plus the bundled demo).
+"""The known datasets and their categories (the 36 of the paper, the bundled demo and the development set).
 
 Names are validated here before they are ever joined onto a path, so that a category coming from
 a command line or a config file cannot point outside the dataset root.
@@ -22,6 +22,8 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "mpdd": ("bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes"),
     "btad": ("01", "02", "03"),
     "demo": ("brick", "grass"),
+    # The development set (realnet_core.data.devset): real photographs with hand-made defects.
+    "dev": ("moon", "foliage", "cell", "coins"),
 }
 
 _OWNER: dict[str, str] = {c: d for d, cats in DATASETS.items() for c in cats}
