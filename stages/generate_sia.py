@@ -31,7 +31,7 @@ from storage.arrays import (
 )
 
 NAME = "generate_sia"
-VERSION = "1"
+VERSION = "2"
 FILES = ("sia.classifier_checkpoint",)
 MEMORY_HINT = "a smaller sia.batch_size"
 
@@ -84,12 +84,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
             batches, strs = [], []
             for start in range(0, count, cfg.batch_size):
                 b = min(cfg.batch_size, count - start)
-                # s is drawn per batch, as in the paper's generation of SIA.
-                s = float(torch.empty(()).uniform_(*cfg.strength, generator=gen))
+                s = _group_strengths(b, cfg.strength, gen)
                 batches.append(_to_host(diffusion_io.sample_images(
                     model, flags, ctx.cfg.diffusion, b, s, gen, ctx.device, steps=cfg.sampling_steps,
                     class_index=class_index, ddim=cfg.ddim, cond_fn=cond_fn, bf16=ctx.cfg.runtime.bf16)))
-                strs.append(np.full(b, s, np.float32))
+                strs.append(s.numpy())
                 made += b
                 bar.update(b)
                 bar.set_postfix(img_s=f"{made / (time.perf_counter() - t0):.2f}", refresh=False)
@@ -107,6 +106,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
     write_attrs(zpath, group_attrs)
     _preview(ctx, zpath)
     return {"num_images": n, "image_size": size, "shards": shards}
+
+
+# The authors' generation draws one strength per batch of 16 images; a batch of 64 samples four such groups.
+STRENGTH_GROUP = 16
+
+
+def _group_strengths(n: int, bounds: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+    """(n,) float32 strengths: one U(bounds) draw per group of STRENGTH_GROUP consecutive images."""
+    groups = torch.empty(-(-n // STRENGTH_GROUP)).uniform_(*bounds, generator=gen)
+    return groups.repeat_interleave(STRENGTH_GROUP)[:n].contiguous()
 
 
 def _to_host(images: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:

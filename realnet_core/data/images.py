@@ -152,12 +152,16 @@ def resize_rgb(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Resize an ``(H, W)`` mask to ``(size, size)`` bool with nearest-neighbour sampling."""
+    """Resize an ``(H, W)`` mask to ``(size, size)`` bool with nearest-neighbour sampling.
+
+    INTER_NEAREST_EXACT samples pixel centres, as INTER_AREA and INTER_LINEAR do for the images;
+    plain INTER_NEAREST shifts the mask by up to half a source pixel against its image.
+    """
     if mask.ndim != 2:
         raise ValueError(f"expected an (H, W) mask, got shape {mask.shape}")
     if mask.shape == (size, size):
         return mask.astype(bool, copy=True)
-    out = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+    out = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST_EXACT)
     return out > 0
 
 
