@@ -9,7 +9,8 @@ at a per-part time budget, so the paper profile finishes in a few minutes on one
 Parts (``parts=``, in ``flows.bench_parts``): ``sia``, ``diffusion_train``, ``afs``, ``realnet_train``,
 ``inference``, ``roofline`` (SIA and inference under a roofline model, not timed), ``memory_model``
 (training and inference memory counted without a GPU), ``loading`` (host-side image reading) and
-``cached_rerun`` (the tiny demo pipeline run twice; demo profile only). A part that fails records its
+``cached_rerun`` (the tiny demo pipeline run twice; demo profile only) and ``busy_cpu`` (stage 1's CPU
+step alone and beside another CPU-bound process, each in a fresh process). A part that fails records its
 error under ``errors`` and the others still run, so one out-of-memory does not lose the whole report.
 Progress goes to stderr; the result is a flat dict (plus ``notes`` and ``errors``).
 """
@@ -32,7 +33,7 @@ from realnet_core.config import Config, load_config
 from stages.common import resolve_device
 
 PARTS: tuple[str, ...] = ("sia", "diffusion_train", "afs", "realnet_train", "inference", "roofline", "memory_model",
-                          "loading", "cached_rerun")
+                          "loading", "cached_rerun", "busy_cpu")
 
 # The throughput keys each part produces; tests and BENCHMARKS.md rely on these names.
 METRICS: dict[str, tuple[str, ...]] = {
@@ -47,6 +48,7 @@ METRICS: dict[str, tuple[str, ...]] = {
                      "realnet_train_modelled_gb", "inference_modelled_mb_batch1"),
     "loading": ("loading_sia_batch_ms", "loading_test_images_per_s"),
     "cached_rerun": ("pipeline_first_run_seconds", "cached_rerun_seconds"),
+    "busy_cpu": ("busy_cpu_quiet_steps_per_s", "busy_cpu_hog_steps_per_s", "busy_cpu_slowdown"),
 }
 
 # The tiny one-category pipeline whose cached rerun is timed (demo profile only).

@@ -444,6 +444,51 @@ def bench_loading(cfg: Config, device: torch.device, quick: bool, channels_last:
             "loading_test_images_per_s": len(paths) / test_s, "loading_test_source_px": src_px}
 
 
+# ---------------------------------------------------------------- a busy CPU
+
+# Another CPU-bound torch job, as on a laptop, a shared server or a CI runner.
+_HOG = "import torch\na = torch.randn(512, 512)\nwhile True:\n    a = torch.tanh(a @ a * 1e-3)\n"
+# A fresh process started the way `realnet` starts (flows first, then torch), timing stage 1's step.
+_PROBE = """
+import json, sys
+import flows
+import torch
+from flows.bench_parts import bench_diffusion_train
+from realnet_core.config import load_config
+from realnet_core.devices import set_cpu_threads
+cfg = load_config(sys.argv[1], sys.argv[3:])
+set_cpu_threads(cfg.runtime.threads)
+print(json.dumps(bench_diffusion_train(cfg, torch.device("cpu"), sys.argv[2] == "quick", False)))
+"""
+
+
+def bench_busy_cpu(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
+    """Stage 1's CPU training step alone, then beside a CPU-bound process: the slowdown a shared machine costs.
+
+    Each measurement runs in a new process, so that OpenMP starts with the settings `realnet` gives it.
+    """
+    import json
+    import subprocess
+
+    args = [sys.executable, "-c", _PROBE, cfg.profile if cfg.profile in ("demo", "paper") else "demo",
+            "quick" if quick else "full", f"runtime.threads={cfg.runtime.threads}",
+            *(["diffusion.batch_size=4"] if quick else [])]
+
+    def steps_per_s() -> float:
+        out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=600).stdout
+        return float(json.loads(out.strip().splitlines()[-1])["diffusion_train_steps_per_s"])
+
+    quiet = steps_per_s()
+    hog = subprocess.Popen([sys.executable, "-c", _HOG])
+    try:
+        busy = steps_per_s()
+    finally:
+        hog.kill()
+        hog.wait()
+    return {"busy_cpu_quiet_steps_per_s": quiet, "busy_cpu_hog_steps_per_s": busy, "busy_cpu_slowdown": quiet / busy,
+            "busy_cpu_threads": cfg.runtime.threads}
+
+
 BENCHES: dict[str, Callable[[Config, torch.device, bool, bool], dict[str, Any]]] = {
     "sia": bench_sia,
     "diffusion_train": bench_diffusion_train,
@@ -454,6 +499,7 @@ BENCHES: dict[str, Callable[[Config, torch.device, bool, bool], dict[str, Any]]]
     "loading": bench_loading,
     "roofline": bench_roofline,
     "memory_model": bench_memory_model,
+    "busy_cpu": bench_busy_cpu,
 }
 
 

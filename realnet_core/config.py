@@ -160,6 +160,16 @@ class RuntimeConfig(_Section):
     ray_address: str | None = None
     gpus: int | None = Field(None, ge=0, description="None: every visible CUDA device")
     loader_workers: int = Field(0, ge=0, description="processes that read training and test images ahead")
+    threads: int | Literal["auto"] = Field(
+        "auto", description="CPU threads per stage: auto is every core this process may use (never fewer "
+        "under load, so that results do not depend on it)")
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, v: Any) -> Any:
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"must be auto or a whole number of threads, 1 or more, got {v!r}")
+        return v
 
     @field_validator("device")
     @classmethod

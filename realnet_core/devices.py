@@ -1,10 +1,34 @@
-"""Host tensors onto the compute device without stalling the host; autocast switched off for one op."""
+"""Host tensors onto the compute device without stalling the host; autocast switched off for one op;
+the CPU thread count."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
+
+
+def cpu_threads(setting: int | str = "auto") -> int:
+    """Intra-op threads for ``runtime.threads``: ``auto`` is every core this process may run on.
+
+    Fixed by the machine, never by its load: the thread count decides how float sums are split, so
+    a count that followed the load would make a run's numbers depend on how busy the machine was.
+    """
+    if setting != "auto":
+        return int(setting)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_cpu_threads(setting: int | str = "auto") -> int:
+    """Apply ``runtime.threads`` to the calling thread (OpenMP's count is per thread); returns the count."""
+    n = cpu_threads(setting)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
 
 
 def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from realnet_core.config import Config
+from realnet_core.devices import set_cpu_threads
 from storage.keys import artifact_key
 from storage.store import ArtifactRef, Store
 
@@ -184,6 +185,7 @@ def execute(stage: ModuleType, cfg: Config, store: Store, dataset: str, category
     """Reuse the stage's artifact when its key exists, else build it under a lock."""
     upstream = dict(upstream or {})
     start = time.perf_counter()
+    set_cpu_threads(cfg.runtime.threads)  # here, on the thread that computes: OpenMP counts are per thread
     ref = stage_ref(stage, cfg, store, dataset, category, upstream)
     if store.exists(ref) and not force:
         return StageResult(ref, "reused", time.perf_counter() - start)

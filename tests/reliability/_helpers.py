@@ -32,6 +32,7 @@ FAST = [
     "train.checkpoint_every=1",
     "evaluate.batch_size=8",
     "runtime.device=cpu",
+    "runtime.threads=1",  # 2 shared cores: more threads only fight each other
 ]
 
 

@@ -113,3 +113,7 @@ def test_stage_files_name_real_config_keys():
         for key in module.FILES:
             section, field = key.split(".")
             assert hasattr(getattr(cfg, section), field), (module.NAME, key)
+
+
+def test_the_thread_count_enters_no_key(cfg_with):
+    assert _keys(cfg_with("runtime.threads=1")) == _keys(cfg_with("runtime.threads=auto"))
