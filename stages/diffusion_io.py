@@ -66,11 +66,27 @@ def spaced(cfg: DiffusionConfig, steps: int) -> SpacedDiffusion:
     return SpacedDiffusion(space_timesteps(cfg.diffusion_steps, spec), betas)
 
 
-def _range_clip(x0_range: list[list[float]] | None, device: torch.device):
+def _colour_clip(x0_range: list[list[float]] | None, mean_range: list[list[float]] | None, device: torch.device):
+    """The colour prior's ``denoised_fn``: each predicted x0 inside the training set's per-channel range and,
+    with ``mean_range``, its mean colour inside the range of the training images' mean colours.
+
+    A model trained for minutes predicts x0 badly at high noise, where 1/sqrt(alpha_bar) magnifies its
+    error: the first steps then fix a saturated global colour (yellow or blue moon rock) that later
+    steps keep. Bounding the mean keeps every local change, anomalous colours included.
+    """
     if x0_range is None:
         return None
     lo, hi = (to_device(torch.tensor(v), device).view(1, 3, 1, 1) for v in x0_range)
-    return lambda x0: torch.maximum(torch.minimum(x0, hi), lo)
+    if mean_range is None:
+        return lambda x0: torch.maximum(torch.minimum(x0, hi), lo)
+    mlo, mhi = (to_device(torch.tensor(v), device).view(1, 3, 1, 1) for v in mean_range)
+
+    def clip(x0: torch.Tensor) -> torch.Tensor:
+        x0 = torch.maximum(torch.minimum(x0, hi), lo)
+        m = x0.mean(dim=(2, 3), keepdim=True)
+        return torch.maximum(torch.minimum(x0 + (torch.maximum(torch.minimum(m, mhi), mlo) - m), hi), lo)
+
+    return clip
 
 
 @torch.no_grad()
@@ -92,7 +108,7 @@ def sample_images(model: torch.nn.Module, flags: dict[str, Any], cfg: DiffusionC
     with autocast(device, bf16):
         x = sdas_sample(model, diffusion, (n, 3, size, size), strength, generator=generator, device=device,
                         model_kwargs=kwargs, cond_fn=cond_fn, ddim=ddim,
-                        denoised_fn=_range_clip(flags.get("x0_range"), device))
+                        denoised_fn=_colour_clip(flags.get("x0_range"), flags.get("mean_range"), device))
     # Images were centred on the training mean colour (diffusion.color_prior); add it back.
     x = x.float() + to_device(torch.tensor(flags.get("center", [0.0, 0.0, 0.0])), x.device).view(1, 3, 1, 1)
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()

@@ -19,7 +19,7 @@ from realnet_core.config import Config
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_io
 from stages.common import StageContext, accelerate, for_inference, seed_generator
-from stages.inputs import files_fingerprint
+from stages.inputs import category_split, files_fingerprint, to_tensor, train_images
 from storage.arrays import (
     ShardProgress,
     create_image_array,
@@ -31,7 +31,7 @@ from storage.arrays import (
 )
 
 NAME = "generate_sia"
-VERSION = "2"
+VERSION = "3"
 FILES = ("sia.classifier_checkpoint",)
 MEMORY_HINT = "a smaller sia.batch_size"
 
@@ -65,6 +65,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     class_index = cats.index(ctx.category) if flags.get("num_classes") else None
     cond_fn = _classifier_cond(ctx, class_index)
     size, n = flags["image_size"], cfg.num_images
+    if flags.get("x0_range") is not None:  # the colour prior also bounds each image's mean colour
+        flags = {**flags, "mean_range": _mean_colour_range(ctx, flags)}
     zpath = ctx.workdir / "sia.zarr"
     # Both calls reopen what an interrupted run already made, keeping its finished shards.
     images = create_image_array(zpath, n, size, size, shard_images=cfg.shard_images)
@@ -106,6 +108,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
     write_attrs(zpath, group_attrs)
     _preview(ctx, zpath)
     return {"num_images": n, "image_size": size, "shards": shards}
+
+
+def _mean_colour_range(ctx: StageContext, flags: dict[str, Any]) -> list[list[float]]:
+    """Per channel, the lowest and highest mean colour of the category's training images, centred as the
+    model was trained (in [-1, 1], at the model's size)."""
+    imgs = to_tensor(train_images(category_split(ctx.cfg, ctx.dataset, ctx.category), flags["image_size"])) * 2 - 1
+    means = imgs.mean(dim=(2, 3)) - torch.tensor(flags.get("center", [0.0, 0.0, 0.0]))
+    return [means.amin(dim=0).tolist(), means.amax(dim=0).tolist()]
 
 
 # The authors' generation draws one strength per batch of 16 images; a batch of 64 samples four such groups.
