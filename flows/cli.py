@@ -50,7 +50,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     df = status_table(args.config, args.set or [], args.category, args.dataset,
                       {args.dataset or "demo": args.data_root} if args.data_root else None, args.artifacts)
-    print(df.to_json(orient="records", indent=2) if args.json else df.to_string(index=False))
+    if args.json:
+        print(df.to_json(orient="records", indent=2))
+        return 0
+    print(df.drop(columns="problem").to_string(index=False))
+    for problem in df.loc[df.state == "damaged", "problem"]:  # the file at fault, in full
+        print(f"damaged: {problem}")
     return 0
 
 

@@ -191,6 +191,10 @@ def execute(stage: ModuleType, cfg: Config, store: Store, dataset: str, category
         # Another run may have finished the same key while we waited for the lock.
         if store.exists(ref) and not force:
             return StageResult(ref, "reused", time.perf_counter() - start)
+        damage = store.damage(ref)
+        if damage is not None:
+            # Never read, and replaced as a whole when the rebuild publishes (Store.build moves it aside).
+            print(f"realnet: warning: {damage}; rebuilding it", file=sys.stderr)
         if force:
             store.clear_scratch(ref)  # a forced rerun starts from zero, not from old checkpoints
         ctx = StageContext(
