@@ -32,6 +32,7 @@ from .errors import LockTimeout, StoreError
 from .keys import to_jsonable
 from .locks import FileLock, hold_lock
 from .names import safe_name
+from .space import writing
 
 MANIFEST = "manifest.json"
 _RERUN_HINT = "; rerun with --rerun "
@@ -109,11 +110,15 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON to a local file via temp file + fsync + os.replace: readers see old or new, never half."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=1, sort_keys=True)
+    try:
+        with writing(path, len(text.encode())), open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from .names import safe_name
+from .space import writing
 from .store import Store, StoreError
 
 ID_COLUMNS = ["stage", "dataset", "category", "artifact_key"]
@@ -33,7 +34,8 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        df.to_parquet(tmp, engine="pyarrow")
+        with writing(path, int(df.memory_usage(deep=True).sum())):  # uncompressed size: an upper bound
+            df.to_parquet(tmp, engine="pyarrow")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
