@@ -57,7 +57,7 @@ def run_pipeline(categories: list[str] | None = None, dataset: str | None = None
     ensure_demo_data(cfg, resolve_targets(cfg, categories, dataset))
     if use_prefect:
         # The flow checks both again, but here a mistake fails before Prefect's server starts.
-        dag.check_inputs(cfg)
+        dag.check_inputs(cfg, resolve_targets(cfg, categories, dataset))
         visible_devices(cfg.runtime.gpus, cfg.runtime.device)
         from flows.pipeline import realnet
 
@@ -102,7 +102,7 @@ def run_direct(cfg: Config, categories: list[str] | None = None, dataset: str | 
     root = artifacts_root(artifacts)
     Store(root).check_writable()
     targets = resolve_targets(cfg, categories, dataset)
-    dag.check_inputs(cfg)
+    dag.check_inputs(cfg, targets)
     forced = dag.downstream_closure(list(rerun or []), cfg)
     devices = visible_devices(cfg.runtime.gpus, cfg.runtime.device)
 

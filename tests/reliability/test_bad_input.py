@@ -308,3 +308,42 @@ def test_damaged_artifacts_are_named_by_status_tables_and_predict_and_rebuilt_by
     assert weights.is_file() and json.loads(cut.read_text())["key"] == evaluation  # same keys, rebuilt whole
     rows = json.loads(realnet(["status", "--json", *selection]).stdout)
     assert {r["state"] for r in rows} == {"current"}
+
+
+# ---------------------------------------------------------------- found before the first stage
+
+
+def _empty_every_mask(data: Path, category: str = "brick") -> list[Path]:
+    masks = sorted((data / category / "ground_truth").glob("*/*_mask.png"))
+    for mask in masks:
+        m = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(mask), m * 0)
+    return masks
+
+
+def _data_check(data: Path, *extra: str) -> subprocess.CompletedProcess:
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "flows.cli", "data", "check", "--dataset", "demo", "--root",
+                           str(data), *extra], capture_output=True, text=True, env=subprocess_env(), timeout=120)
+
+
+def test_a_test_set_whose_masks_are_all_empty_is_found_by_data_check_and_before_the_first_stage(
+        realnet, data_copy, tmp_path):
+    # Before, data check passed it and evaluate failed with a bare ValueError after all the training.
+    masks = _empty_every_mask(data_copy)
+    proc = _data_check(data_copy, "--category", "brick")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"all {len(masks)} masks are empty" in line and str(masks[0]) in line, line
+    root = tmp_path / "artifacts"
+    child = realnet(run_args(root, data_copy, "brick", "synthesis.source=cutpaste"))  # first stage: select_features
+    _fails_cleanly(child, root, "demo/brick test set", f"all {len(masks)} masks are empty", str(masks[0]))
+
+
+def test_more_afs_channels_than_the_backbone_has_fail_before_the_first_stage(realnet, demo_data, tmp_path):
+    # Before, validation accepted it and select_features (stage 3) failed after diffusion training and SIA.
+    root = tmp_path / "artifacts"
+    child = realnet(run_args(root, demo_data, "brick", "afs.dims=[8,8,8,4096]"))
+    _fails_cleanly(child, root, "afs.dims=[8, 8, 8, 4096]: more channels than efficientnet_lite0 has",
+                   "layer4 has 320")
