@@ -99,12 +99,15 @@ def cmd_data_check(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         print(f"realnet: error: {len(exc.problems)} problems in {args.dataset} under {args.root}", file=sys.stderr)
         return 2
+    for report in reports:  # not errors, but said every time (README, "Data rules")
+        for warning in report.get("warnings", []):
+            print(f"realnet: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(reports, indent=2))
     else:
         import pandas as pd
 
-        print(pd.DataFrame(reports).to_string(index=False))
+        print(pd.DataFrame(reports).drop(columns="warnings", errors="ignore").to_string(index=False))
     return 0
 
 
