@@ -50,7 +50,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     df = status_table(args.config, args.set or [], args.category, args.dataset,
                       {args.dataset or "demo": args.data_root} if args.data_root else None, args.artifacts)
-    print(df.to_json(orient="records", indent=2) if args.json else df.to_string(index=False))
+    if args.json:
+        print(df.to_json(orient="records", indent=2))
+        return 0
+    print(df.drop(columns="problem").to_string(index=False))
+    for problem in df.loc[df.state == "damaged", "problem"]:  # the file at fault, in full
+        print(f"damaged: {problem}")
     return 0
 
 
@@ -94,12 +99,15 @@ def cmd_data_check(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         print(f"realnet: error: {len(exc.problems)} problems in {args.dataset} under {args.root}", file=sys.stderr)
         return 2
+    for report in reports:  # not errors, but said every time (README, "Data rules")
+        for warning in report.get("warnings", []):
+            print(f"realnet: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(reports, indent=2))
     else:
         import pandas as pd
 
-        print(pd.DataFrame(reports).to_string(index=False))
+        print(pd.DataFrame(reports).drop(columns="warnings", errors="ignore").to_string(index=False))
     return 0
 
 

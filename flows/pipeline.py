@@ -81,7 +81,7 @@ def realnet(categories: list[str] | None = None, dataset: str | None = None,
     Store(root).check_writable()
     targets = resolve_targets(cfg, categories, dataset)
     ensure_demo_data(cfg, targets)  # a served deployment's default (the demo) needs no data on the worker
-    dag.check_inputs(cfg)
+    dag.check_inputs(cfg, targets)
     forced = dag.downstream_closure(list(rerun or []), cfg)
     if cfg.runtime.task_runner == "ray":
         results = _ray_graph(cfg, targets, root, forced)

@@ -60,7 +60,7 @@ def run_pipeline(categories: list[str] | None = None, dataset: str | None = None
     ensure_demo_data(cfg, resolve_targets(cfg, categories, dataset))
     if use_prefect:
         # The flow checks both again, but here a mistake fails before Prefect's server starts.
-        dag.check_inputs(cfg)
+        dag.check_inputs(cfg, resolve_targets(cfg, categories, dataset))
         visible_devices(cfg.runtime.gpus, cfg.runtime.device)
         from flows.pipeline import realnet
 
@@ -105,7 +105,7 @@ def run_direct(cfg: Config, categories: list[str] | None = None, dataset: str | 
     root = artifacts_root(artifacts)
     Store(root).check_writable()
     targets = resolve_targets(cfg, categories, dataset)
-    dag.check_inputs(cfg)
+    dag.check_inputs(cfg, targets)
     forced = dag.downstream_closure(list(rerun or []), cfg)
     devices = visible_devices(cfg.runtime.gpus, cfg.runtime.device)
 
@@ -119,21 +119,26 @@ def run_direct(cfg: Config, categories: list[str] | None = None, dataset: str | 
 
 def status_table(profile: str, overrides: list[str], categories: list[str] | None, dataset: str | None,
                  data_roots: dict[str, str] | None, artifacts: str | None) -> pd.DataFrame:
-    """Per category and stage: current (built for this config), resumable (a killed build left checkpoints),
-    stale (built for another config only), or missing."""
+    """Per category and stage: current (built for this config), damaged (built for this config, but a file
+    is missing or cut short, or the manifest does not parse: `problem` names it; `realnet run` rebuilds it),
+    resumable (a killed build left checkpoints), stale (built for another config only), or missing."""
     cfg = make_config(profile, overrides, dataset, data_roots)
     store = Store(artifacts_root(artifacts))
     rows = []
 
     def submit(stage: str, ds: str, cat: str, ups: dict) -> Any:
         ref = stage_ref(dag.MODULES[stage], cfg, store, ds, cat, ups)
-        if store.exists(ref):
+        problem = store.damage(ref) or ""
+        if problem:
+            state = "damaged"
+        elif store.exists(ref):
             state = "current"
         elif store.has_progress(ref):
             state = "resumable"  # a killed build's checkpoints: `realnet run` continues from them
         else:
             state = "stale" if store.list(stage=stage, dataset=ds, category=ref.category) else "missing"
-        rows.append({"dataset": ds, "category": cat, "stage": stage, "state": state, "key": ref.key})
+        rows.append({"dataset": ds, "category": cat, "stage": stage, "state": state, "key": ref.key,
+                     "problem": problem})
         return ref
 
     walk(cfg, resolve_targets(cfg, categories, dataset), submit)

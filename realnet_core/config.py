@@ -20,7 +20,9 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     # Unknown keys are errors: a typo such as ``afs.dimz`` must never be silently ignored.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity are errors too: a non-finite learning rate passes `gt=0` checks as "not comparable"
+    # and would break training hours later.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- sections
@@ -223,6 +225,30 @@ def profile_path(profile: str | Path) -> Path:
     raise ConfigError(f"unknown profile {profile!r}: no configs/{profile}.yaml (give a name or a .yaml path)")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one)."""
+
+
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(f"key {key!r} appears twice (lines {seen[key]} and {line}); give it once")
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML as ``yaml.safe_load`` reads it, except that a duplicated key is a ConfigError naming it."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``afs.dims=[128,256,256,128]`` -> (["afs", "dims"], [128, 256, 256, 128]) with YAML value parsing."""
     if "=" not in item:
@@ -232,7 +258,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if len(path) < 2:
         raise ConfigError(f"override {item!r} must name a section and a key, e.g. afs.dims=...")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw) if raw.strip() else None
+    except ConfigError as exc:
+        raise ConfigError(f"override {key}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {key}: cannot parse value {raw!r}: {exc}") from exc
     return path, value
@@ -259,7 +287,8 @@ def _describe(err: Any, source: str, overridden: list[list[str]]) -> str:
         text = f" {key}={err.get('input')!r}: {err['msg']}"
     if not loc and overridden:  # a rule across sections: the file and the overrides together broke it
         return f"{source} with its overrides{text}"
-    from_override = any(path[: len(loc)] == loc for path in overridden)
+    # The override set this key, a section holding it, or a value inside it (loc `sia.strength.1`).
+    from_override = any(path[: len(loc)] == loc or loc[: len(path)] == path for path in overridden)
     return f"override{text}" if from_override else f"{source}:{text.removeprefix(':')}"
 
 
@@ -280,9 +309,15 @@ def load_config(profile: str | Path = "demo", overrides: list[str] | None = None
     """Load a profile and apply overrides; raise ConfigError naming any bad key or value."""
     path = profile_path(profile)
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = parse_yaml(path.read_text())
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if tree is None:
+        # Not the defaults: an empty profile is almost always a file cut short or saved blank by mistake.
+        raise ConfigError(f"{path}: the file is empty (no sections); give at least one section, "
+                          "e.g. `data: {dataset: demo}`, or use a profile such as demo")
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     tree.setdefault("profile", path.stem)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -48,5 +50,14 @@ def triptych(image: np.ndarray, mask: np.ndarray, amap: np.ndarray, vmax: float 
 
 
 def write_png(path: str, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode {path} as PNG")
+    try:
+        with open(path, "wb") as f:  # a plain write, so that a full disk gives ENOSPC, not just False
+            f.write(data.tobytes())
+    except OSError as e:
+        if Path(path).is_file():
+            Path(path).unlink()  # no half-written PNG left behind
+        e.needed = data.nbytes  # read by stages.common.execute for its out-of-space message
+        raise

@@ -29,7 +29,9 @@ from tqdm.auto import tqdm
 
 from realnet_core.config import Config
 from realnet_core.devices import set_cpu_threads
+from storage.errors import OutOfSpace
 from storage.keys import artifact_key
+from storage.space import describe, free_bytes, no_space_cause
 from storage.store import ArtifactRef, Store
 
 DATASET_SCOPE = "_all"  # category slot of an artifact shared by a whole dataset
@@ -193,6 +195,10 @@ def execute(stage: ModuleType, cfg: Config, store: Store, dataset: str, category
         # Another run may have finished the same key while we waited for the lock.
         if store.exists(ref) and not force:
             return StageResult(ref, "reused", time.perf_counter() - start)
+        damage = store.damage(ref)
+        if damage is not None:
+            # Never read, and replaced as a whole when the rebuild publishes (Store.build moves it aside).
+            print(f"realnet: warning: {damage}; rebuilding it", file=sys.stderr)
         if force:
             store.clear_scratch(ref)  # a forced rerun starts from zero, not from old checkpoints
         ctx = StageContext(
@@ -208,6 +214,11 @@ def execute(stage: ModuleType, cfg: Config, store: Store, dataset: str, category
                 f"({str(exc).splitlines()[0]}); to need less, set {stage.MEMORY_HINT}. "
                 "`realnet bench --part memory_model` models what a setting needs."
             ) from exc
+        except Exception as exc:
+            full = out_of_space(exc, stage.NAME, store, dataset, category, ctx.workdir)
+            if full is None:
+                raise
+            raise full from exc
         meta.update(
             config=stage.key_config(cfg), version=stage.VERSION,
             upstream={name: r.to_dict() for name, r in upstream.items()},
@@ -216,6 +227,30 @@ def execute(stage: ModuleType, cfg: Config, store: Store, dataset: str, category
         if force:
             # Only now, with the rebuilt artifact complete in scratch: a failed forced rebuild keeps the old one.
             store.remove(ref)
-        with store.build(ref, meta, from_scratch=True):
-            pass
+        try:
+            with store.build(ref, meta, from_scratch=True):
+                pass
+        except Exception as exc:
+            full = out_of_space(exc, stage.NAME, store, dataset, category, ctx.workdir)
+            if full is None:
+                raise
+            raise full from exc
     return StageResult(ref, "ran", time.perf_counter() - start)
+
+
+def out_of_space(exc: BaseException, stage: str, store: Store, dataset: str, category: str,
+                 workdir: Path) -> OutOfSpace | None:
+    """The one-line error for a stage whose write failed for lack of space or quota (None for any other
+    failure): it names the artifact root, the file and the bytes needed. Nothing is published, and the
+    checkpoints the stage saved before stay in its scratch folder: they were replaced only by whole files."""
+    cause = no_space_cause(exc, workdir)
+    if cause is None:
+        return None
+    path = getattr(cause, "path", None) or getattr(cause, "filename", None)
+    needed = getattr(cause, "needed", None)
+    free = getattr(cause, "free", None)
+    free = free if free is not None else free_bytes(path or workdir)
+    return OutOfSpace(
+        f"{stage} {dataset}/{category}: out of disk space under artifact root {store.root}: "
+        f"{describe(path, needed, free)}; nothing was published and the last checkpoint in {workdir} is kept: "
+        "free some space (or raise the quota) and rerun the same command to resume", path, needed, free)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from realnet_core.config import Config
-from realnet_core.features.backbones import weights_file
+from realnet_core.config import Config, ConfigError
+from realnet_core.data.check import check_test_files
+from realnet_core.features.backbones import backbone_channels, weights_file
 from stages import evaluate, generate_sia, select_features, train_diffusion, train_realnet
-from stages.inputs import check_config_files
+from stages.inputs import category_split, check_config_files
 
 MODULES: dict[str, ModuleType] = {
     m.NAME: m for m in (train_diffusion, generate_sia, select_features, train_realnet, evaluate)
@@ -44,11 +45,28 @@ def downstream_closure(stages: list[str], cfg: Config) -> set[str]:
     return out & set(active(cfg))
 
 
-def check_inputs(cfg: Config) -> None:
+def check_inputs(cfg: Config, targets: list[tuple[str, str]] | None = None) -> None:
     """Every file the active stages read besides the dataset exists: the weights and folders the config
-    names, and the backbone's default weights. Checked before the first stage, so that a missing file
-    costs seconds rather than the hours of diffusion training and SIA before the stage that reads it.
+    names, and the backbone's default weights; settings that only fail together (``check_settings``); and
+    the test set of every target category (``check_test_files``: evaluate reads it last). Checked before
+    the first stage, so that a mistake costs seconds rather than the hours of diffusion training and SIA
+    before the stage that reads it. One bad category stops the whole run, before anything is built.
     """
     for stage in active(cfg):
         check_config_files(cfg, MODULES[stage].FILES)
     weights_file(cfg.afs.backbone, cfg.afs.backbone_weights)
+    check_settings(cfg)
+    for dataset, category in targets or []:
+        # Evaluate, the last stage, reads the test set: a broken one must fail before the first stage,
+        # whichever stage that is (select_features for the texture and CutPaste sources).
+        check_test_files(category_split(cfg, dataset, category))
+
+
+def check_settings(cfg: Config) -> None:
+    """Values that validation accepts alone but a later stage cannot use with the rest of the config."""
+    # select_features (stage 3, after diffusion training and SIA) keeps afs.dims[k] channels of layer k.
+    channels = backbone_channels(cfg.afs.backbone)
+    too_many = [f"layer{k + 1} has {c}" for k, (m, c) in enumerate(zip(cfg.afs.dims, channels, strict=True)) if m > c]
+    if too_many:
+        raise ConfigError(f"afs.dims={cfg.afs.dims}: more channels than {cfg.afs.backbone} has "
+                          f"({', '.join(too_many)}); give at most {list(channels)}")

@@ -11,6 +11,7 @@ from realnet_core.features.backbones import build_backbone
 from realnet_core.model.realnet import RealNet
 from stages.common import autocast, for_inference
 from storage.checkpoints import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
+from storage.store import StoreError, folder_damage
 
 BUNDLE = "realnet.pt"
 
@@ -23,6 +24,10 @@ def save_bundle(path: Path, model: RealNet, backbone: str, backbone_weights: str
 def resolve_bundle(model: str | Path) -> Path:
     """An artifact folder or a checkpoint file -> the checkpoint file."""
     p = Path(model)
+    folder = p if p.is_dir() else p.parent
+    damage = folder_damage(folder)  # an artifact folder is used only whole (sizes from its manifest)
+    if damage is not None:
+        raise StoreError(f"{damage}; rebuild it with `realnet run --rerun train_realnet`")
     if p.is_dir():
         p = p / BUNDLE
     if not p.is_file():

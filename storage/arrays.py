@@ -21,6 +21,7 @@ from fsspec.core import url_to_fs
 from zarr.codecs import BloscCodec, BytesCodec
 
 from .keys import to_jsonable
+from .space import writing
 
 
 class ArrayCorruptError(ValueError):
@@ -127,6 +128,13 @@ def shard_range(array: zarr.Array, shard_index: int) -> tuple[int, int]:
     return start, min(start + _block(array), array.shape[0])
 
 
+def _where(array: zarr.Array, shard_index: int) -> str:
+    """The shard's folder on a local store (where free space is measured), else the array's name."""
+    root = getattr(array.store, "root", None)
+    base = f"{root}/{array.path}" if root is not None else str(array.path)
+    return f"{base}/c/{shard_index}" if root is not None else f"{base} shard {shard_index}"
+
+
 def write_shard(array: zarr.Array, shard_index: int, values: np.ndarray) -> None:
     """Write one whole shard (images, or the matching block of a scalar array) in a single call."""
     start, stop = shard_range(array, shard_index)
@@ -136,7 +144,8 @@ def write_shard(array: zarr.Array, shard_index: int, values: np.ndarray) -> None
         raise ValueError(f"shard {shard_index} needs shape {expected}, got {values.shape}")
     if array.dtype == np.uint8 and values.dtype != np.uint8:
         raise ValueError(f"images must be uint8, got {values.dtype}")  # silent casts would wrap values
-    array[start:stop] = values
+    with writing(_where(array, shard_index), values.nbytes):
+        array[start:stop] = values
 
 
 class ShardProgress:
@@ -177,7 +186,7 @@ class ShardProgress:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         state = {"n": self.n, "shard_images": self.shard_images, "done": sorted(self._done)}
-        with open(tmp, "w") as f:
+        with writing(self.path, 64 + 8 * len(self._done)), open(tmp, "w") as f:
             json.dump(state, f)
             f.flush()
             os.fsync(f.fileno())
@@ -221,7 +230,8 @@ def write_float_maps(path: str | os.PathLike, maps: np.ndarray, name: str = "map
     group = zarr.open_group(str(path), mode="a")
     arr = group.create_array(name, shape=maps.shape, dtype="float16", chunks=(1, *maps.shape[1:]),
                              compressors=_compressor(), overwrite=True)
-    arr[:] = maps.astype(np.float16)
+    with writing(f"{path}/{name}", maps.size * 2):
+        arr[:] = maps.astype(np.float16)
     return arr
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from .space import payload_bytes, writing
+
 _MAX_LISTED = 8
 
 
@@ -26,7 +28,8 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        # Out of space: OutOfSpace naming the file and the bytes; the old file at `path` stays whole.
+        with writing(path, payload_bytes(obj)), open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())

@@ -1,6 +1,8 @@
 """The artifact store: `<root>/<stage>/<dataset>/<category>/<key>/`, local or on any fsspec filesystem.
 
-An artifact exists if and only if its `manifest.json` exists. Locally a stage writes into a hidden
+An artifact exists if and only if its `manifest.json` exists, parses, and every file it lists has the
+size it was published with; one that fails this is damaged: `realnet run` rebuilds it, `realnet status`
+and `realnet tables` name it, and nothing reads it. Locally a stage writes into a hidden
 sibling staging folder, the manifest goes in last and the folder is renamed into place (atomic on
 one filesystem); remotely the files are uploaded first and the manifest is written last. Readers
 therefore never see a half-written artifact as complete. Tasks pass `ArtifactRef`s (a few strings),
@@ -30,9 +32,11 @@ from .errors import LockTimeout, StoreError
 from .keys import to_jsonable
 from .locks import FileLock, hold_lock
 from .names import safe_name
+from .space import writing
 
 MANIFEST = "manifest.json"
-__all__ = ["MANIFEST", "ArtifactRef", "LockTimeout", "Store", "StoreError", "write_json_atomic"]
+_RERUN_HINT = "; rerun with --rerun "
+__all__ = ["MANIFEST", "ArtifactRef", "LockTimeout", "Store", "StoreError", "folder_damage", "write_json_atomic"]
 
 
 @dataclass(frozen=True)
@@ -67,15 +71,54 @@ def _fsync_dir(path: str | os.PathLike) -> None:
             os.close(fd)
 
 
+def _size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _remote_size(fs: Any, path: str) -> int | None:
+    try:
+        return fs.size(path)
+    except FileNotFoundError:
+        return None
+
+
+def folder_damage(folder: str | os.PathLike) -> str | None:
+    """`Store.damage` for a local artifact folder given by path (`realnet predict --model <folder>`):
+    None if it has no manifest or is whole, else a sentence naming the manifest or the damaged file."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_bytes())
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError) as e:
+        return f"artifact {folder} is damaged: its manifest {path} does not parse ({type(e).__name__}: {e})"
+    for entry in files:
+        size = _size(str(folder / entry["path"]))
+        if size != entry.get("size", size):
+            found = "is missing" if size is None else f"has {size} bytes"
+            return (f"artifact {folder} is damaged: {folder / entry['path']} {found}, its manifest says "
+                    f"{entry['size']} bytes")
+    return None
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON to a local file via temp file + fsync + os.replace: readers see old or new, never half."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=1, sort_keys=True)
+    try:
+        with writing(path, len(text.encode())), open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
@@ -131,18 +174,43 @@ class Store:
 
     # -- reading -----------------------------------------------------------------------------------
     def exists(self, ref: ArtifactRef) -> bool:
-        """True iff the artifact is complete, i.e. its manifest exists."""
-        return self.fs.exists(f"{self._folder(ref)}/{MANIFEST}")
+        """True iff the artifact is complete and whole: its manifest exists and parses, and every file it
+        lists is there with the size it had when published (one stat per file). A damaged artifact does
+        not exist for reuse: `damage(ref)` names what is wrong with it."""
+        return self.fs.exists(f"{self._folder(ref)}/{MANIFEST}") and self.damage(ref) is None
 
     def manifest(self, ref: ArtifactRef) -> dict[str, Any]:
         path = f"{self._folder(ref)}/{MANIFEST}"
         try:
             with self.fs.open(path, "rb") as f:
-                return json.load(f)
+                manifest = json.load(f)
         except FileNotFoundError as e:
             raise StoreError(
                 f"artifact {self._url(self._folder(ref))} is missing or incomplete (no {MANIFEST})"
             ) from e
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError: a cut or overwritten manifest
+            raise StoreError(
+                f"artifact {self._url(self._folder(ref))} is damaged: its manifest {self._url(path)} does not "
+                f"parse ({e}){_RERUN_HINT}{ref.stage} to rebuild it"
+            ) from e
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+            raise StoreError(
+                f"artifact {self._url(self._folder(ref))} is damaged: its manifest {self._url(path)} has no "
+                f"file list{_RERUN_HINT}{ref.stage} to rebuild it"
+            )
+        return manifest
+
+    def damage(self, ref: ArtifactRef) -> str | None:
+        """What is wrong with a published artifact, one sentence naming the file; None if it is whole or
+        has no manifest at all (then it is simply absent). Checks that the manifest parses and that every
+        file it lists exists with the size recorded: one stat per file, no content read."""
+        if not self.fs.exists(f"{self._folder(ref)}/{MANIFEST}"):
+            return None
+        try:
+            self.verify(ref)
+        except StoreError as e:
+            return str(e).split(_RERUN_HINT)[0]
+        return None
 
     def root_exists(self) -> bool:
         return self.fs.exists(self._root)
@@ -179,8 +247,9 @@ class Store:
         return sorted(refs, key=lambda r: (r.stage, r.dataset, r.category, r.key))
 
     def latest(self, stage: str, dataset: str, category: str) -> ArtifactRef | None:
-        """The complete artifact of (stage, dataset, category) with the newest manifest `created` time."""
-        refs = self.list(stage, dataset, category)
+        """The whole artifact of (stage, dataset, category) with the newest manifest `created` time
+        (damaged ones are skipped)."""
+        refs = [r for r in self.list(stage, dataset, category) if self.damage(r) is None]
         if not refs:
             return None
         return max(refs, key=lambda r: (datetime.fromisoformat(self.manifest(r)["created"]), r.key))
@@ -211,17 +280,14 @@ class Store:
         another size than when it was published (a truncated copy, a disk that filled up...).
         Costs one stat per file, so every stage checks its upstream artifacts before reading them."""
         folder = self._folder(ref)
-        for entry in self.manifest(ref).get("files", []):
+        for entry in self.manifest(ref)["files"]:
             path = f"{folder}/{entry['path']}"
-            try:
-                size = self.fs.size(path)
-            except FileNotFoundError:
-                size = None
+            size = _size(path) if self.local else _remote_size(self.fs, path)
             if size != entry.get("size", size):
                 found = "is missing" if size is None else f"has {size} bytes"
                 raise StoreError(
                     f"artifact {self._url(folder)} is damaged: {self._url(path)} {found}, its manifest "
-                    f"says {entry['size']} bytes; rerun with --rerun {ref.stage} to rebuild it"
+                    f"says {entry['size']} bytes{_RERUN_HINT}{ref.stage} to rebuild it"
                 )
 
     def remove(self, ref: ArtifactRef) -> None:
@@ -348,11 +414,12 @@ class Store:
         self._makedirs(self._parent(ref))
         # The manifest goes into the staging folder; it becomes visible only with the rename below.
         write_json_atomic(staging / MANIFEST, manifest)
-        if os.path.exists(f"{folder}/{MANIFEST}"):
+        if os.path.exists(f"{folder}/{MANIFEST}") and self.damage(ref) is None:
             return  # another writer finished first
         if os.path.lexists(folder):
-            # Leftover of a crashed attempt (no manifest). Move it aside first so the rename below
-            # never sees it, then delete it at leisure.
+            # Leftover of a crashed attempt (no manifest), or a damaged artifact. Move it aside first so
+            # the rename below never sees it, then delete it at leisure: readers see the old folder or
+            # none, then the new one, never a mix.
             trash = f"{self._parent(ref)}/.trash-{ref.key}-{uuid.uuid4().hex}"
             with contextlib.suppress(FileNotFoundError):
                 os.rename(folder, trash)
@@ -368,7 +435,9 @@ class Store:
     def _publish_remote(self, ref: ArtifactRef, staging: Path, manifest: dict[str, Any]) -> None:
         folder = self._folder(ref)
         if self.fs.exists(f"{folder}/{MANIFEST}"):
-            return
+            if self.damage(ref) is None:
+                return
+            self.fs.rm_file(f"{folder}/{MANIFEST}")  # damaged: it stops existing before it is replaced
         if self.fs.exists(folder):
             self.fs.rm(folder, recursive=True)  # crashed upload without a manifest
         try:

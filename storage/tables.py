@@ -4,12 +4,15 @@ every complete artifact of the store as a single DataFrame (e.g. `load("metrics"
 from __future__ import annotations
 
 import os
+import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from .names import safe_name
+from .space import writing
 from .store import Store, StoreError
 
 ID_COLUMNS = ["stage", "dataset", "category", "artifact_key"]
@@ -31,7 +34,8 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        df.to_parquet(tmp, engine="pyarrow")
+        with writing(path, int(df.memory_usage(deep=True).sum())):  # uncompressed size: an upper bound
+            df.to_parquet(tmp, engine="pyarrow")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -42,9 +46,20 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_parquet(str(path), engine="pyarrow")
 
 
+def _may_hold(store: Store, ref, filename: str, stage: str) -> bool:
+    """Whether a damaged artifact would have held the table: it lists or has the file, or its manifest
+    does not parse and it belongs to the stage that writes the table."""
+    if store.has_file(ref, filename):
+        return True
+    try:
+        return any(entry.get("path") == filename for entry in store.manifest(ref)["files"])
+    except StoreError:
+        return ref.stage == stage
+
+
 def load(
     name: str, root: str = "artifacts", *, stage: str | None = None, latest: bool = True,
-    keys: set[str] | None = None,
+    keys: set[str] | None = None, on_damaged: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Concatenate `<name>.parquet` from every complete artifact under `root` (optionally one stage).
 
@@ -52,7 +67,10 @@ def load(
     With `latest=True` only the newest artifact (manifest `created`) of each
     (stage, dataset, category) counts, so a rerun after a config change replaces the old rows.
     `keys` keeps only those artifacts (for example the keys a config gives: `realnet tables --current`).
+    A damaged artifact (see `Store.damage`) is skipped, never read: `on_damaged` gets the sentence that
+    names its file (by default a warning line on stderr).
     """
+    warn = on_damaged or (lambda text: print(f"realnet: warning: skipped {text}", file=sys.stderr))
     table_stage(name)
     filename = f"{safe_name(name, 'table')}.parquet"
     store = Store(root)
@@ -62,8 +80,14 @@ def load(
         raise StoreError(f"artifact root {root!r} is not a folder")
     found = []
     for ref in store.list(stage=stage):
-        if (keys is None or ref.key in keys) and store.has_file(ref, filename):
-            found.append((store.manifest(ref)["created"], ref))
+        if keys is not None and ref.key not in keys:
+            continue
+        damage = store.damage(ref)
+        if damage is None:
+            if store.has_file(ref, filename):
+                found.append((store.manifest(ref)["created"], ref))
+        elif _may_hold(store, ref, filename, TABLE_STAGES[name]):
+            warn(damage)
     if latest:
         newest = {}
         for created, ref in sorted(found, key=lambda t: (pd.Timestamp(t[0]), t[1].key)):

@@ -1,5 +1,7 @@
 """Config profiles, overrides and the errors that name the bad key or value."""
 
+import re
+
 import pytest
 
 from realnet_core.config import Config, ConfigError, load_config
@@ -85,3 +87,35 @@ def test_runtime_device_must_be_auto_cpu_or_cuda(device):
 def test_a_path_that_is_not_yaml_is_not_taken_for_a_profile_name():
     with pytest.raises(ConfigError, match=r"config demo/README.txt: not a .yaml file"):
         load_config("demo/README.txt")
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.lr=.nan", "train.lr"), ("diffusion.lr=.inf", "diffusion.lr"), ("train.lr=nan", "train.lr"),
+    ("sia.strength=[0.1,.inf]", "sia.strength"), ("synthesis.normal_fraction=.nan", "synthesis.normal_fraction"),
+    ("evaluate.pro_fpr_limit=-.inf", "evaluate.pro_fpr_limit"),
+])
+def test_non_finite_values_are_config_errors_naming_the_key(override, key):
+    # Before, a NaN learning rate passed validation and broke the run at train_realnet.
+    with pytest.raises(ConfigError, match=re.escape(key)) as info:
+        load_config("demo", [override])
+    assert str(info.value).startswith("override ") and "finite number" in str(info.value)
+
+
+def test_an_empty_profile_file_is_an_error_naming_it(tmp_path):
+    for text in ("", "\n# only a comment\n"):
+        path = tmp_path / "empty.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(f"{path}: the file is empty")):
+            load_config(str(path))
+
+
+def test_a_duplicated_key_is_an_error_naming_the_file_and_key(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("train:\n  lr: 0.001\n  epochs: 3\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: key 'lr' appears twice (lines 2 and 4)")):
+        load_config(str(path))
+    path.write_text("train: {epochs: 3}\ndata: {image_size: 64}\ntrain: {epochs: 4}\n")
+    with pytest.raises(ConfigError, match="key 'train' appears twice"):
+        load_config(str(path))
+    with pytest.raises(ConfigError, match=re.escape("override data.roots: key 'demo' appears twice")):
+        load_config("demo", ["data.roots={demo: a, demo: b}"])

@@ -24,26 +24,61 @@ def check_category(dataset: str, root: str | os.PathLike, category: str, decode:
     is decoded and each mask must have its image's height and width. Raises DatasetProblems naming
     every broken file, not just the first.
     """
-    split = read_category(dataset, root, category)
-    problems = _test_set_kinds(split)
+    split = read_category(dataset, root, category, strict=False)
+    problems = [*split.problems, *_test_set_kinds(split)]
+    non_square: list[str] = []
     if decode:
         for path in split.train:
-            _collect(problems, image_size, path)
+            _note_shape(non_square, path, _collect(problems, image_size, path))
+        empty, masks = [], 0
         for sample in split.test:
-            if sample.mask_path is None:
-                _collect(problems, image_size, sample.path)
-            else:
-                _collect(problems, read_checked_mask, sample)
+            size = _collect(problems, image_size, sample.path)
+            _note_shape(non_square, sample.path, size)
+            if sample.mask_path is None or size is None:
+                continue
+            mask = _collect(problems, _mask_of_size, sample, size)
+            if mask is not None:
+                masks += 1
+                if not mask.any():
+                    empty.append(sample.mask_path)
+        problems += _all_empty(split, empty, masks)
     if problems:
         raise DatasetProblems(f"{dataset}/{category}", problems)
-    return {"dataset": dataset, "category": category, **split.counts()}
+    report = {"dataset": dataset, "category": category, **split.counts()}
+    if decode:
+        report["non_square"] = len(non_square)
+        report["warnings"] = [non_square_warning(f"{dataset}/{category}", non_square)] if non_square else []
+    return report
 
 
-def _collect(problems: list[str], check, *args) -> None:
+def _note_shape(non_square: list[str], path: str, size: tuple[int, int] | None) -> None:
+    if size is not None and size[0] != size[1]:
+        non_square.append(f"{path} is {size[1]}x{size[0]} (WxH)")
+
+
+def non_square_warning(where: str, non_square: list[str]) -> str:
+    """Not an error (VisA's images are all wider than high, and the paper resizes them too): every image
+    is resized to a square of ``data.image_size`` without keeping its aspect ratio, which stretches it."""
+    listed = "; ".join(non_square[:3]) + (f"; and {len(non_square) - 3} more" if len(non_square) > 3 else "")
+    return (f"{where}: {len(non_square)} images are not square and will be stretched to a square of "
+            f"data.image_size: {listed}")
+
+
+def _collect(problems: list[str], check, *args):
     try:
-        check(*args)
+        return check(*args)
     except DatasetError as e:
         problems.append(str(e))
+        return None
+
+
+def _all_empty(split: CategorySplit, empty: list[str], decoded: int) -> list[str]:
+    # Pixel AUROC and PRO need anomalous pixels: with every mask empty, evaluate fails after all the training.
+    if not decoded or len(empty) < decoded:
+        return []
+    listed = ", ".join(empty[:3]) + (f" (+{len(empty) - 3} more)" if len(empty) > 3 else "")
+    return [f"{split.dataset}/{split.category} test set: all {len(empty)} masks are empty (pixel AUROC and PRO "
+            f"need anomalous pixels; a mask marks them with values > 0): {listed}"]
 
 
 def _test_set_kinds(split: CategorySplit) -> list[str]:
@@ -55,8 +90,9 @@ def _test_set_kinds(split: CategorySplit) -> list[str]:
 
 
 def check_test_files(split: CategorySplit) -> None:
-    """Every test image and mask is there, non-empty and not cut short (no decoding: fast), and the test
-    set holds both normal and anomalous images.
+    """Every test image and mask is there, non-empty and not cut short (images are not decoded: fast), the
+    test set holds both normal and anomalous images, and not every mask is empty (masks are decoded: they
+    are small, a second or so for a whole MVTec category).
 
     Training stages call this first: evaluate needs these files, and a broken one should fail
     the run before hours of training, not after.
@@ -66,6 +102,11 @@ def check_test_files(split: CategorySplit) -> None:
         for path in (sample.path, sample.mask_path):
             if path is not None:
                 _collect(problems, check_file, path)
+    if not problems:
+        masks = [s.mask_path for s in split.test if s.mask_path is not None]
+        decoded = [(m, _collect(problems, read_mask, m)) for m in masks]
+        empty = [m for m, mask in decoded if mask is not None and not mask.any()]
+        problems += _all_empty(split, empty, sum(mask is not None for _, mask in decoded))
     if problems:
         raise DatasetProblems(f"{split.dataset}/{split.category} test set (found before training, since "
                               "evaluate will need it; `realnet data check` lists every problem)", problems)
@@ -73,7 +114,10 @@ def check_test_files(split: CategorySplit) -> None:
 
 def read_checked_mask(sample: TestSample) -> np.ndarray:
     """The sample's mask as (H, W) bool; DatasetError unless it has its image's height and width."""
-    size = image_size(sample.path)
+    return _mask_of_size(sample, image_size(sample.path))
+
+
+def _mask_of_size(sample: TestSample, size: tuple[int, int]) -> np.ndarray:
     mask = read_mask(sample.mask_path)
     if mask.shape != size:
         raise DatasetError(

@@ -64,7 +64,7 @@ def check_file(path: PathLike, known_format: bool = False) -> None:
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
-            head = f.read(16)
+            head = f.read(32)
             f.seek(max(0, size - TAIL))
             tail = f.read()
     except OSError as e:
@@ -72,6 +72,10 @@ def check_file(path: PathLike, known_format: bool = False) -> None:
     _require_whole(path, head, tail, size)
     if known_format and not head.startswith(SIGNATURES):
         raise DatasetError(f"not a PNG, JPEG, BMP or TIFF file: {os.fspath(path)}")
+    # PNG colour types 4 and 6 carry alpha (IHDR byte 25): only those are decoded, to find a fully
+    # transparent image before training; other files cost no decoding.
+    if head.startswith(SIGNATURES[0]) and len(head) > 25 and head[25] in (4, 6):
+        _require_visible(_decode(path), path)
 
 
 def _decode(path: PathLike) -> np.ndarray:
@@ -99,9 +103,20 @@ def _to_uint8(img: np.ndarray, path: PathLike) -> np.ndarray:
     raise DatasetError(f"unsupported pixel type {img.dtype} in image file {os.fspath(path)}")
 
 
+def _require_visible(img: np.ndarray, path: PathLike) -> None:
+    """Alpha is dropped, except that an image transparent everywhere is an error: its colour channels
+    are whatever the exporter left there, not the picture."""
+    if img.ndim == 3 and img.shape[2] in (2, 4) and not img[:, :, -1].any():
+        raise DatasetError(f"image is fully transparent (alpha 0 everywhere), so its colours are not the "
+                           f"picture: {os.fspath(path)}")
+
+
 def read_rgb(path: PathLike) -> np.ndarray:
-    """Read any image (gray, gray+alpha, BGR, BGRA, 8 or 16 bit) as ``(H, W, 3)`` uint8 RGB."""
+    """Read any image (gray, gray+alpha, BGR, BGRA, 8 or 16 bit) as ``(H, W, 3)`` uint8 RGB.
+
+    Alpha is dropped; a fully transparent image is a DatasetError (``_require_visible``)."""
     img = _to_uint8(_decode(path), path)
+    _require_visible(img, path)
     if img.ndim == 2:
         return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
     if img.ndim != 3:
@@ -131,8 +146,10 @@ def read_mask(path: PathLike) -> np.ndarray:
 
 
 def image_size(path: PathLike) -> tuple[int, int]:
-    """``(height, width)`` of an image file, failing with ``DatasetError`` if it does not decode."""
+    """``(height, width)`` of an image file, failing with ``DatasetError`` if it does not decode or is
+    fully transparent."""
     img = _decode(path)
+    _require_visible(img, path)
     return int(img.shape[0]), int(img.shape[1])
 
 

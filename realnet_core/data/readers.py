@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DatasetError
+from .errors import DatasetError, DatasetProblems
 from .registry import check_name
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -51,6 +51,8 @@ class CategorySplit:
     root: str
     train: list[str] = field(default_factory=list)
     test: list[TestSample] = field(default_factory=list)
+    # Files left out of the lists above, one sentence each (read_category(strict=False) only).
+    problems: list[str] = field(default_factory=list, compare=False)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -65,9 +67,39 @@ def is_image_file(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder`` (hidden files skipped), sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p.name))
+def link_problem(path: Path, root: Path) -> str | None:
+    """Why ``path`` may not be used as a file of the dataset at ``root``, or None.
+
+    Rules: a symlink whose target is missing (dangling) is an error, never skipped; a file (or a symlink,
+    or a file below a symlinked folder) that resolves outside the dataset root is an error, so that the
+    data a run reads is the data under its root. Symlinks that stay inside the root are followed.
+    """
+    if path.is_symlink() and not path.exists():
+        return f"dangling symlink (its target {os.readlink(path)} does not exist): {path}"
+    real, base = path.resolve(), root.resolve()
+    if real != base and base not in real.parents:
+        return f"{path} leads out of the dataset root {root} (to {real}); copy the file into the root instead"
+    return None
+
+
+def list_images(folder: Path, root: Path | None = None, problems: list[str] | None = None) -> list[Path]:
+    """Image files directly inside ``folder`` (hidden files skipped), sorted by name.
+
+    With ``root`` and ``problems``, entries that break the link rules (``link_problem``) are left out
+    and described in ``problems``; without, dangling symlinks are left out silently.
+    """
+    out = []
+    for p in sorted(folder.iterdir()):
+        if not is_image_file(p.name):
+            continue
+        if root is not None and problems is not None:
+            problem = link_problem(p, root)
+            if problem:
+                problems.append(problem)
+                continue
+        if p.is_file():
+            out.append(p)
+    return out
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -81,7 +113,7 @@ def _find_mask(folder: Path, stem: str, suffixes: tuple[str, ...]) -> Path | Non
     if not folder.is_dir():
         return None
     # One listing, case-insensitive on the extension, so .PNG / .bmp masks are found on any filesystem.
-    by_name = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
+    by_name = {p.name.lower(): p for p in folder.iterdir() if p.is_file() or p.is_symlink()}
     for suffix in suffixes:
         for ext in (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff"):
             hit = by_name.get(f"{stem}{suffix}{ext}".lower())
@@ -94,8 +126,9 @@ def _read_folder_layout(dataset: str, root: Path, category: str) -> CategorySpli
     normal = _NORMAL[dataset]
     cat_dir = _require_dir(root / category, f"category folder for {dataset}/{category}")
     train_dir = _require_dir(cat_dir / "train" / normal, f"train folder for {dataset}/{category}")
-    train = list_images(train_dir)
-    if not train:
+    problems: list[str] = []  # every problem of the category, not only the first one
+    train = list_images(train_dir, root, problems)
+    if not train and not problems:  # (with problems, those say why: e.g. every image a dangling link)
         raise DatasetError(f"train folder for {dataset}/{category} has no images: {train_dir}")
     test_dir = _require_dir(cat_dir / "test", f"test folder for {dataset}/{category}")
     gt_dir = cat_dir / "ground_truth"
@@ -107,16 +140,21 @@ def _read_folder_layout(dataset: str, root: Path, category: str) -> CategorySpli
     defects = sorted(p for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     for defect_dir in defects:
         defect = defect_dir.name
-        for img in list_images(defect_dir):
+        for img in list_images(defect_dir, root, problems):
             if defect == normal:
                 test.append(TestSample(str(img), 0, defect, None))
                 continue
             mask = _find_mask(gt_dir / defect, img.stem, suffixes)
             if mask is None:
                 expected = gt_dir / defect / f"{img.stem}{suffixes[0]}.png"
-                raise DatasetError(f"anomalous test image {img} has no mask (expected {expected})")
+                problems.append(f"anomalous test image {img} has no mask (expected {expected})")
+                continue
+            problem = link_problem(mask, root)
+            if problem:
+                problems.append(problem)
+                continue
             test.append(TestSample(str(img), 1, defect, str(mask)))
-    return CategorySplit(dataset, category, str(root), [str(p) for p in train], test)
+    return CategorySplit(dataset, category, str(root), [str(p) for p in train], test, problems)
 
 
 def _read_visa_csv(root: Path, category: str) -> CategorySplit:
@@ -140,6 +178,9 @@ def _read_visa_csv(root: Path, category: str) -> CategorySplit:
         # A relative path from the csv must stay inside the root.
         if p.is_absolute() or ".." in p.parts:
             raise DatasetError(f"{csv_path} line {line}: path {rel!r} escapes the dataset root")
+        problem = link_problem(root / p, root) if (root / p).is_symlink() or (root / p).exists() else None
+        if problem:
+            raise DatasetError(f"{csv_path} line {line}: {problem}")
         return root / p
 
     train: list[Path] = []
@@ -187,15 +228,23 @@ def require_root(dataset: str, root: str | os.PathLike) -> Path:
     return root_path
 
 
-def read_category(dataset: str, root: str | os.PathLike, category: str) -> CategorySplit:
-    """List the train and test files of one category; raise ``DatasetError`` naming what is wrong."""
+def read_category(dataset: str, root: str | os.PathLike, category: str, strict: bool = True) -> CategorySplit:
+    """List the train and test files of one category; raise ``DatasetError`` naming what is wrong.
+
+    Files that break a rule (a missing mask, a dangling symlink, a link out of the root) are all
+    reported together; with ``strict=False`` they are returned in ``split.problems`` instead, so that
+    ``data check`` can go on checking the rest.
+    """
     check_name(dataset, category)
     root_path = require_root(dataset, root)
-    if dataset == "visa":
-        if (root_path / category / "train").is_dir():
-            return _read_folder_layout(dataset, root_path, category)
+    if dataset == "visa" and not (root_path / category / "train").is_dir():
         if (root_path / VISA_CSV).is_file():
             return _read_visa_csv(root_path, category)
         raise DatasetError(f"VisA root {root_path} has neither {root_path / category / 'train'} "
                            f"(split layout) nor {root_path / VISA_CSV} (raw release)")
-    return _read_folder_layout(dataset, root_path, category)
+    split = _read_folder_layout(dataset, root_path, category)
+    if strict and len(split.problems) == 1:
+        raise DatasetError(split.problems[0])
+    if strict and split.problems:
+        raise DatasetProblems(f"{dataset}/{category}", split.problems)
+    return split

@@ -60,6 +60,16 @@ _RESNETS: dict[str, _ResNetSpec] = {
 _EFFNET_TAPS = (2, 4, 10, 15)
 
 BACKBONES: tuple[str, ...] = (*_RESNETS, "efficientnet_lite0")
+_EFFNET_CHANNELS = (24, 40, 112, 320)  # the channels of the _EFFNET_TAPS blocks
+
+
+def backbone_channels(name: str) -> tuple[int, int, int, int]:
+    """Channels of the four feature maps of a backbone, without building it."""
+    if name in _RESNETS:
+        return _RESNETS[name].channels
+    if name == "efficientnet_lite0":
+        return _EFFNET_CHANNELS
+    raise ValueError(f"unknown backbone {name!r}; backbones: {', '.join(BACKBONES)}")
 
 
 class Backbone(nn.Module):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -45,9 +47,23 @@ def test_gray_and_gray_alpha(tmp_path):
 
 
 def test_rgba_drops_alpha(tmp_path):
-    rgba = np.concatenate([RGB, np.zeros((9, 11, 1), np.uint8)], axis=2)
-    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    alpha = np.zeros((9, 11, 1), np.uint8)
+    alpha[4, 5] = 255  # one visible pixel is enough: alpha is dropped
+    Image.fromarray(np.concatenate([RGB, alpha], axis=2), "RGBA").save(tmp_path / "a.png")
     np.testing.assert_array_equal(read_rgb(tmp_path / "a.png"), RGB)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_a_fully_transparent_image_is_an_error_naming_it(tmp_path, mode):
+    # Before, it trained as the colours under its alpha, which exporters fill with anything.
+    from realnet_core.data.images import check_file, image_size
+
+    colour = RGB if mode == "RGBA" else RGB[..., :1]
+    path = tmp_path / "clear.png"
+    Image.fromarray(np.concatenate([colour, np.zeros((9, 11, 1), np.uint8)], axis=2), mode).save(path)
+    for read in (read_rgb, image_size, check_file):  # check_file: found before training, without decoding RGB
+        with pytest.raises(DatasetError, match=f"fully transparent .*: {re.escape(str(path))}"):
+            read(path)
 
 
 def test_16_bit_is_scaled_to_8_bit(tmp_path, trees):

@@ -14,7 +14,6 @@ import cv2
 import pytest
 import torch
 from reliability._helpers import (
-    STAGES,
     complete,
     console_script,
     manifests,
@@ -226,34 +225,125 @@ def test_checkpoint_from_another_architecture(realnet, baseline, tmp_path, test_
     assert not out.exists() or not list(out.iterdir())
 
 
-@pytest.mark.parametrize("damage", ["truncated", "overwritten"])
-def test_damaged_zarr_shard_in_the_store(realnet, artifacts, demo_data, damage):
+def test_overwritten_zarr_shard_in_the_store(realnet, artifacts, demo_data):
+    """Same size, so only the decoder can tell: the stage reading it names the array."""
     (sia,) = complete(artifacts, "generate_sia")
     shard = stage_dir(artifacts, "generate_sia") / sia / "sia.zarr" / "images" / "c" / "1" / "0" / "0" / "0"
     data = bytearray(shard.read_bytes())
-    if damage == "truncated":
-        shard.write_bytes(data[: len(data) // 2])
-        expected = [f"{shard} has {len(data) // 2} bytes", f"says {len(data)} bytes", "--rerun generate_sia"]
-    else:  # same size, so only the decoder can tell: the error must still name the array
-        data[10:60] = bytes(50)
-        shard.write_bytes(bytes(data))
-        expected = [f"SIA images {shard.parents[5]}/images are corrupt or truncated", "--rerun generate_sia"]
+    data[10:60] = bytes(50)
+    shard.write_bytes(bytes(data))
     before = manifests(artifacts)
     # A new select_features key (afs.batches changed) reads the SIA images again.
     child = realnet(run_args(artifacts, demo_data, "brick", "afs.batches=3"))
     line = one_line_error(child)
-    for text in expected:
-        assert text in line, line
+    assert f"SIA images {shard.parents[5]}/images are corrupt or truncated" in line, line
+    assert "--rerun generate_sia" in line, line
     assert manifests(artifacts) == before
     assert len(complete(artifacts, "select_features")) == 1
 
 
-def test_file_missing_from_upstream_artifact(realnet, artifacts, demo_data):
-    """Any file of an upstream artifact that is gone or resized is reported before it is read."""
+@pytest.mark.parametrize("damage", ["truncated shard", "missing zarr.json"])
+def test_damaged_upstream_artifact_is_rebuilt_not_read(realnet, artifacts, demo_data, damage):
+    """A file of an upstream artifact that is gone or resized: the run names it and rebuilds that
+    artifact (same key) before anything reads it."""
+    import json
+
     (sia,) = complete(artifacts, "generate_sia")
-    zarr_json = stage_dir(artifacts, "generate_sia") / sia / "sia.zarr" / "images" / "zarr.json"
-    zarr_json.unlink()
-    child = realnet(run_args(artifacts, demo_data, "brick", "afs.batches=3"))
-    line = one_line_error(child)
-    assert f"{zarr_json} is missing" in line
-    assert [len(complete(artifacts, s)) for s in STAGES] == [1] * 5
+    zarr = stage_dir(artifacts, "generate_sia") / sia / "sia.zarr" / "images"
+    if damage == "truncated shard":
+        bad = zarr / "c" / "1" / "0" / "0" / "0"
+        size = bad.stat().st_size
+        bad.write_bytes(bad.read_bytes()[: size // 2])
+        named = f"{bad} has {size // 2} bytes, its manifest says {size} bytes; rebuilding it"
+    else:
+        bad = zarr / "zarr.json"
+        bad.unlink()
+        named = f"{bad} is missing"
+    child = realnet([*run_args(artifacts, demo_data, "brick", "afs.batches=3"), "--json"])
+    assert child.rc == 0, child.stderr
+    assert f"realnet: warning: artifact {zarr.parents[1]} is damaged: {named}" in child.stderr
+    ran = {r["stage"]: r["status"] for r in json.loads(child.stdout)["stages"]}
+    assert ran["generate_sia"] == "ran" and ran["train_diffusion"] == "reused"
+    assert complete(artifacts, "generate_sia") == [sia] and bad.exists()
+
+
+def test_damaged_artifacts_are_named_by_status_tables_and_predict_and_rebuilt_by_run(
+        realnet, artifacts, demo_data, test_image, tmp_path):
+    """A deleted weights file and a manifest cut in half: nothing treats either artifact as whole."""
+    import json
+
+    (model,) = complete(artifacts, "train_realnet")
+    weights = stage_dir(artifacts, "train_realnet") / model / "realnet.pt"
+    weights.unlink()
+    (evaluation,) = complete(artifacts, "evaluate")
+    cut = stage_dir(artifacts, "evaluate") / evaluation / "manifest.json"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    selection = ["--artifacts", str(artifacts), "--data-root", str(demo_data), "--dataset", "demo",
+                 "--category", "brick", *sets()]
+
+    status = realnet(["status", *selection])
+    assert status.rc == 0, status.stderr
+    assert f"damaged: artifact {weights.parent} is damaged: {weights} is missing" in status.stdout
+    assert f"damaged: artifact {cut.parent} is damaged: its manifest {cut} does not parse" in status.stdout
+    rows = json.loads(realnet(["status", "--json", *selection]).stdout)
+    assert {r["stage"]: r["state"] for r in rows} == {
+        "train_diffusion": "current", "generate_sia": "current", "select_features": "current",
+        "train_realnet": "damaged", "evaluate": "damaged"}
+
+    tables = realnet(["tables", "metrics", "--artifacts", str(artifacts)])
+    assert tables.rc == 0 and "no metrics rows" in tables.stdout, tables.stdout
+    assert f"realnet: warning: skipped artifact {cut.parent} is damaged" in tables.stderr
+
+    out = tmp_path / "pred"
+    predict = realnet(["predict", "--model", str(weights.parent), "--out", str(out), str(test_image)])
+    assert f"{weights} is missing" in one_line_error(predict)
+    assert not out.exists()
+
+    run = realnet([*run_args(artifacts, demo_data), "--json"])
+    assert run.rc == 0, run.stderr
+    ran = {r["stage"]: r["status"] for r in json.loads(run.stdout)["stages"]}
+    assert ran == {"train_diffusion": "reused", "generate_sia": "reused", "select_features": "reused",
+                   "train_realnet": "ran", "evaluate": "ran"}
+    assert f"realnet: warning: artifact {weights.parent} is damaged" in run.stderr
+    assert weights.is_file() and json.loads(cut.read_text())["key"] == evaluation  # same keys, rebuilt whole
+    rows = json.loads(realnet(["status", "--json", *selection]).stdout)
+    assert {r["state"] for r in rows} == {"current"}
+
+
+# ---------------------------------------------------------------- found before the first stage
+
+
+def _empty_every_mask(data: Path, category: str = "brick") -> list[Path]:
+    masks = sorted((data / category / "ground_truth").glob("*/*_mask.png"))
+    for mask in masks:
+        m = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(mask), m * 0)
+    return masks
+
+
+def _data_check(data: Path, *extra: str) -> subprocess.CompletedProcess:
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "flows.cli", "data", "check", "--dataset", "demo", "--root",
+                           str(data), *extra], capture_output=True, text=True, env=subprocess_env(), timeout=120)
+
+
+def test_a_test_set_whose_masks_are_all_empty_is_found_by_data_check_and_before_the_first_stage(
+        realnet, data_copy, tmp_path):
+    # Before, data check passed it and evaluate failed with a bare ValueError after all the training.
+    masks = _empty_every_mask(data_copy)
+    proc = _data_check(data_copy, "--category", "brick")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"all {len(masks)} masks are empty" in line and str(masks[0]) in line, line
+    root = tmp_path / "artifacts"
+    child = realnet(run_args(root, data_copy, "brick", "synthesis.source=cutpaste"))  # first stage: select_features
+    _fails_cleanly(child, root, "demo/brick test set", f"all {len(masks)} masks are empty", str(masks[0]))
+
+
+def test_more_afs_channels_than_the_backbone_has_fail_before_the_first_stage(realnet, demo_data, tmp_path):
+    # Before, validation accepted it and select_features (stage 3) failed after diffusion training and SIA.
+    root = tmp_path / "artifacts"
+    child = realnet(run_args(root, demo_data, "brick", "afs.dims=[8,8,8,4096]"))
+    _fails_cleanly(child, root, "afs.dims=[8, 8, 8, 4096]: more channels than efficientnet_lite0 has",
+                   "layer4 has 320")
