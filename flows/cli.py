@@ -55,7 +55,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from storage.tables import load, table_stage
+    from stages.tables import load, table_stage
 
     stage, keys = table_stage(args.name), None
     if args.current:  # the artifacts of this config, which need not be the newest ones

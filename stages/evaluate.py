@@ -27,7 +27,8 @@ from storage.arrays import write_float_maps
 from storage.tables import write_table
 
 NAME = "evaluate"
-VERSION = "2"  # 2: overlays named by the test image's own file name
+VERSION = "2"
+TABLES = ("metrics", "scores")
 # The backbone file is the one the model bundle names, already in train_realnet's fingerprint.
 FILES: tuple[str, ...] = ()
 MEMORY_HINT = "a smaller evaluate.batch_size"

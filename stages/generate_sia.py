@@ -32,6 +32,7 @@ from storage.arrays import (
 
 NAME = "generate_sia"
 VERSION = "2"
+TABLES: tuple[str, ...] = ()
 FILES = ("sia.classifier_checkpoint",)
 MEMORY_HINT = "a smaller sia.batch_size"
 

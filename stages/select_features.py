@@ -28,7 +28,8 @@ from stages.common import StageContext, accelerate, seed_generator
 from storage.tables import write_table
 
 NAME = "select_features"
-VERSION = "3"  # 2: Perlin redraws drawn up front (other masks for the same seed); 3: DRAEM augmentation of textures
+VERSION = "3"
+TABLES = ("afs",)
 FILES = TRAINING_FILES
 MEMORY_HINT = "a smaller afs.batch_size"
 

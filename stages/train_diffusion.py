@@ -36,7 +36,8 @@ from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.tables import write_table
 
 NAME = "train_diffusion"
-VERSION = "2"  # 2: weights initialised from the stage seed (reproducible per key)
+VERSION = "2"
+TABLES = ("loss_log",)
 FILES = ("diffusion.init_checkpoint",)
 MEMORY_HINT = (
     "runtime.grad_checkpoint=true (same gradients, about 16% slower),"

@@ -38,7 +38,8 @@ from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.tables import write_table
 
 NAME = "train_realnet"
-VERSION = "5"  # 2: seeded weights; 3: the authors' head layout; 4: Perlin redraws up front; 5: DRAEM textures
+VERSION = "5"
+TABLES = ("train_log",)
 FILES = TRAINING_FILES
 MEMORY_HINT = "a smaller train.batch_size"
 

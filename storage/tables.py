@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -13,17 +14,6 @@ from .names import safe_name
 from .store import Store, StoreError
 
 ID_COLUMNS = ["stage", "dataset", "category", "artifact_key"]
-# Each table and the stage that writes it. A name outside these is a typo, not an empty table.
-TABLE_STAGES = {"metrics": "evaluate", "scores": "evaluate", "afs": "select_features",
-                "train_log": "train_realnet", "loss_log": "train_diffusion"}
-TABLES = tuple(TABLE_STAGES)
-
-
-def table_stage(name: str) -> str:
-    """The stage that writes table `name`; ValueError listing the tables for any other name."""
-    if name not in TABLE_STAGES:
-        raise ValueError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
-    return TABLE_STAGES[name]
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -44,7 +34,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
 def load(
     name: str, root: str = "artifacts", *, stage: str | None = None, latest: bool = True,
-    keys: set[str] | None = None,
+    keys: set[str] | None = None, known: Iterable[str] | None = None,
 ) -> pd.DataFrame:
     """Concatenate `<name>.parquet` from every complete artifact under `root` (optionally one stage).
 
@@ -52,8 +42,10 @@ def load(
     With `latest=True` only the newest artifact (manifest `created`) of each
     (stage, dataset, category) counts, so a rerun after a config change replaces the old rows.
     `keys` keeps only those artifacts (for example the keys a config gives: `realnet tables --current`).
+    `known` lists the table names the stages write: a name outside them is a typo, not an empty table.
     """
-    table_stage(name)
+    if known is not None and name not in (known := tuple(known)):
+        raise ValueError(f"unknown table {name!r}; tables: {', '.join(known)}")
     filename = f"{safe_name(name, 'table')}.parquet"
     store = Store(root)
     if not store.root_exists():
