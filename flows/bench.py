@@ -30,7 +30,7 @@ import torch
 
 from flows.bench_parts import BENCHES, TRACE, free_memory, log, peak_cuda_mb, peak_rss_mb
 from realnet_core.config import Config, load_config
-from stages.common import resolve_device
+from realnet_core.runtime import resolve_device
 
 PARTS: tuple[str, ...] = ("sia", "diffusion_train", "afs", "realnet_train", "inference", "roofline", "memory_model",
                           "loading", "cached_rerun", "busy_cpu")

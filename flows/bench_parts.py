@@ -141,9 +141,9 @@ def _params(module: torch.nn.Module) -> int:
 
 
 def _compile(module: torch.nn.Module, cfg: Config, device: torch.device) -> Any:
-    # The stages' own rule (stages.common.accelerate): compiled when runtime.compile is set (the paper
+    # The stages' own rule (realnet_core.runtime.accelerate): compiled when runtime.compile is set (the paper
     # profile). Compilation happens in the warm-up calls, which are never timed.
-    from stages.common import accelerate
+    from realnet_core.runtime import accelerate
 
     return accelerate(module, cfg, device)
 
@@ -189,7 +189,7 @@ def bench_sia(cfg: Config, device: torch.device, quick: bool, channels_last: boo
     The stage copies each batch to the host and writes it on another thread (generate_sia); the
     uint8 result is left on the GPU here.
     """
-    from stages.common import for_inference
+    from realnet_core.runtime import for_inference
     from stages.diffusion_io import build_unet, sample_images, unet_flags
 
     flags = unet_flags(cfg.diffusion)
@@ -227,10 +227,9 @@ def bench_diffusion_train(cfg: Config, device: torch.device, quick: bool, channe
     """One training step of stage 1: hybrid loss under autocast, backward, clip, Adam, EMA update."""
     import copy
 
-    from realnet_core.devices import to_device
     from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
     from realnet_core.diffusion.unet import set_grad_checkpoint
-    from stages.common import autocast
+    from realnet_core.runtime import autocast, to_device
     from stages.diffusion_io import build_unet, unet_flags
     from stages.train_diffusion import _ema_update
 
@@ -312,7 +311,7 @@ def _realnet(cfg: Config, backbone: torch.nn.Module, device: torch.device, chann
 def inference_models(cfg: Config, device: torch.device,
                      channels_last: bool = False) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The profile's backbone and RealNet head (random weights), as evaluation loads them."""
-    from stages.common import for_inference
+    from realnet_core.runtime import for_inference
 
     backbone = for_inference(_backbone(cfg, device, channels_last))
     return backbone, for_inference(_realnet(cfg, backbone, device, channels_last))
@@ -320,8 +319,8 @@ def inference_models(cfg: Config, device: torch.device,
 
 def bench_realnet_train(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """Stage 4's step: synthetic batch, one backbone pass, RealNet forward/backward and an Adam step."""
+    from realnet_core.runtime import autocast
     from stages.anomalies import paired_features, synth_kwargs
-    from stages.common import autocast
 
     backbone = _backbone(cfg, device, channels_last)
     model = _realnet(cfg, backbone, device, channels_last).train()
@@ -345,7 +344,7 @@ def bench_realnet_train(cfg: Config, device: torch.device, quick: bool, channels
 
 def bench_inference(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """Backbone + RealNet anomaly map + image score; images already on the device (no decoding)."""
-    from stages.evaluate import image_scores
+    from realnet_core.metrics import image_scores
     from stages.realnet_io import anomaly_maps
 
     backbone, model = inference_models(cfg, device, channels_last)
@@ -455,7 +454,7 @@ import flows
 import torch
 from flows.bench_parts import bench_diffusion_train
 from realnet_core.config import load_config
-from realnet_core.devices import set_cpu_threads
+from realnet_core.runtime import set_cpu_threads
 cfg = load_config(sys.argv[1], sys.argv[3:])
 set_cpu_threads(cfg.runtime.threads)
 print(json.dumps(bench_diffusion_train(cfg, torch.device("cpu"), sys.argv[2] == "quick", False)))

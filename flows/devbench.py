@@ -22,7 +22,7 @@ from realnet_core.config import Config
 from realnet_core.data.images import load_batch
 from realnet_core.features.backbones import build_backbone
 from realnet_core.features.patch_knn import PatchKNN
-from stages.common import for_inference
+from realnet_core.runtime import for_inference
 from stages.inputs import category_split, test_masks, to_tensor, train_images
 
 DATASET = "dev"

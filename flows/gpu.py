@@ -33,14 +33,17 @@ def visible_devices(gpus: int | None = None, device: str = "auto") -> list[str]:
     """
     import torch
 
-    if device == "cpu":
+    from realnet_core.runtime import parse_device
+
+    kind, index = parse_device(device)
+    if kind == "cpu":
         return ["cpu"]
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if device != "auto" and count == 0:
+    if kind != "auto" and count == 0:
         raise RuntimeError(f"runtime.device={device!r} but no CUDA device is visible (runtime.device=auto "
                            "uses the CPU then)")
-    if device.startswith("cuda:"):
-        if int(device[5:]) >= count:
+    if index is not None:
+        if index >= count:
             raise RuntimeError(f"runtime.device={device!r} but only {count} CUDA device(s) are visible")
         return [device]
     if gpus is not None:

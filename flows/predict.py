@@ -12,9 +12,9 @@ import numpy as np
 from realnet_core.data.errors import DatasetError, DatasetProblems
 from realnet_core.data.images import check_file, read_rgb, resize_rgb
 from realnet_core.data.readers import IMAGE_EXTENSIONS, is_image_file
+from realnet_core.metrics import image_scores
+from realnet_core.runtime import resolve_device
 from realnet_core.viz import overlay, write_png
-from stages.common import resolve_device
-from stages.evaluate import image_scores
 from stages.inputs import to_tensor
 from stages.realnet_io import anomaly_maps, load_bundle
 

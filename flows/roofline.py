@@ -178,7 +178,7 @@ def bench_roofline(cfg: Config, device: torch.device, quick: bool, channels_last
     in (bf16 under ``runtime.bf16``), SIA at the profile's batch, inference at batch 64 like the bench.
     """
     from flows.bench_parts import TRACE
-    from realnet_core.model.realnet import image_scores
+    from realnet_core.metrics import image_scores
 
     dtype = compute_dtype(cfg)
     batch, steps, size = cfg.sia.batch_size, cfg.sia.sampling_steps, cfg.diffusion.image_size

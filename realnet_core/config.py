@@ -6,7 +6,6 @@ overrides. Every error names the offending key, e.g. ``afs.dimz`` or ``sia.stren
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -174,8 +173,12 @@ class RuntimeConfig(_Section):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+        from realnet_core.runtime import DEVICE_NAMES, parse_device
+
+        try:
+            parse_device(v)
+        except ValueError:
+            raise ValueError(f"must be {DEVICE_NAMES}, got {v!r}") from None
         return v
 
 

@@ -14,10 +14,10 @@ import torch
 
 from realnet_core.config import Config
 from realnet_core.data.readers import CategorySplit
-from realnet_core.devices import to_device
+from realnet_core.runtime import autocast, to_device
 from realnet_core.synthesis.blend import synthesize
 from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource
-from stages.common import StageContext, autocast
+from stages.common import StageContext
 from stages.inputs import (
     category_split,
     files_fingerprint,

@@ -15,10 +15,8 @@ survives a kill, so a rerun resumes from whatever checkpoint or shard the stage 
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -28,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from realnet_core.config import Config
-from realnet_core.devices import set_cpu_threads
+from realnet_core.runtime import resolve_device, set_cpu_threads
 from storage.keys import artifact_key
 from storage.store import ArtifactRef, Store
 
@@ -77,83 +75,6 @@ class StageResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.ref.to_dict(), "status": self.status, "seconds": round(self.seconds, 3)}
-
-
-# ---------------------------------------------------------------- devices
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"runtime.device={name!r} but no CUDA device is visible")
-    return device
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU only: on CPU it is slower than float32 and changes results."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def for_inference(module: torch.nn.Module) -> torch.nn.Module:
-    """Evaluation mode, and no weight asks for a gradient (gradients with respect to inputs still flow).
-
-    Autocast keeps a bf16 copy of every float32 weight that requires grad until its region ends, under
-    ``torch.no_grad()`` too: one batch-1 call of the paper-size RealNet held 1 GB of copies on top of its
-    2.2 GB of weights (BENCHMARKS.md, the memory model).
-    """
-    return module.eval().requires_grad_(False)
-
-
-def accelerate(module: torch.nn.Module, cfg: Config, device: torch.device) -> torch.nn.Module:
-    """The module to call in a hot loop: compiled when ``runtime.compile`` is set, else itself.
-
-    On a GPU it also goes channels_last, which pays only together with compile: alone it made SDAS
-    slower on an H100 (eager GroupNorm in NHWC), compiled it doubled it (BENCHMARKS.md). The returned
-    module shares the parameters: train, save and load through the original.
-    """
-    # Process-wide, so set at every call: stages of one run share the runtime config.
-    torch.backends.cudnn.benchmark = cfg.runtime.cudnn_benchmark
-    if not cfg.runtime.compile:
-        return module
-    import torch._dynamo as dynamo
-
-    # An optimisation must never fail a stage: what the compiler cannot handle runs eagerly instead.
-    dynamo.config.suppress_errors = True
-    if device.type == "cuda":
-        module = module.to(memory_format=torch.channels_last)
-    return torch.compile(module, mode=cfg.runtime.compile_mode)
-
-
-def derive_seed(seed: int, *parts: str) -> int:
-    """A 63-bit seed from a base seed and names, so categories and stages draw independent streams."""
-    import hashlib
-
-    digest = hashlib.sha256(":".join([str(seed), *parts]).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def seed_generator(seed: int, *parts: str, device: torch.device | str = "cpu") -> torch.Generator:
-    gen = torch.Generator(device=device)
-    gen.manual_seed(derive_seed(seed, *parts))
-    return gen
-
-
-@contextlib.contextmanager
-def seeded_init(seed: int, *parts: str) -> Iterator[None]:
-    """Seed torch's global RNG, which layer initialisers draw from, and restore it afterwards.
-
-    Without it, two builds of the same artifact key start from different random weights.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, *parts))
-        yield
 
 
 # ---------------------------------------------------------------- keys

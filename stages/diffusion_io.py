@@ -8,12 +8,11 @@ import numpy as np
 import torch
 
 from realnet_core.config import DiffusionConfig
-from realnet_core.devices import to_device
 from realnet_core.diffusion.gaussian_diffusion import get_named_beta_schedule
 from realnet_core.diffusion.respace import SpacedDiffusion, space_timesteps
 from realnet_core.diffusion.sdas import sdas_sample
 from realnet_core.diffusion.unet import create_unet, load_pretrained
-from stages.common import autocast, for_inference
+from realnet_core.runtime import autocast, for_inference, to_device
 from storage.checkpoints import CheckpointError, load_checkpoint
 
 

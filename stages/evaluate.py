@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from realnet_core import metrics
 from realnet_core.config import Config
 from realnet_core.data.images import load_batch
+from realnet_core.runtime import accelerate
 from realnet_core.viz import triptych, write_png
-from stages.common import StageContext, accelerate
+from stages.common import StageContext
 from stages.inputs import category_split, test_fingerprint, test_masks, to_tensor
 from stages.loaders import TestBatches, prefetch
 from stages.realnet_io import anomaly_maps, load_bundle
@@ -40,12 +40,6 @@ def key_config(cfg: Config) -> dict[str, Any]:
 
 def fingerprint(cfg: Config, dataset: str, category: str) -> str:
     return test_fingerprint(cfg, dataset, category)
-
-
-def image_scores(maps: torch.Tensor, pool: int) -> torch.Tensor:
-    """Max of the map after pool x pool average pooling (stride 1), the paper's image score."""
-    k = min(pool, maps.shape[-1], maps.shape[-2])
-    return F.avg_pool2d(maps[:, None], k, stride=1).flatten(1).amax(1)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -69,7 +63,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         bar.update(len(imgs))
     bar.close()
     seconds = time.perf_counter() - t0
-    scores = image_scores(torch.from_numpy(maps), cfg.pool_size).numpy()
+    scores = metrics.image_scores(torch.from_numpy(maps), cfg.pool_size).numpy()
     labels = np.array([s.label for s in split.test])
 
     row = {

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from realnet_core.config import Config
+from realnet_core.runtime import accelerate, for_inference, seed_generator
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_io
-from stages.common import StageContext, accelerate, for_inference, seed_generator
+from stages.common import StageContext
 from stages.inputs import files_fingerprint
 from storage.arrays import (
     ShardProgress,

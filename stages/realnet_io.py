@@ -9,7 +9,7 @@ import torch
 
 from realnet_core.features.backbones import build_backbone
 from realnet_core.model.realnet import RealNet
-from stages.common import autocast, for_inference
+from realnet_core.runtime import autocast, for_inference
 from storage.checkpoints import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
 
 BUNDLE = "realnet.pt"

@@ -16,6 +16,7 @@ import torch
 from realnet_core.config import Config
 from realnet_core.features.afs import AFSAccumulator, afs_table, select_channels
 from realnet_core.features.backbones import build_backbone
+from realnet_core.runtime import accelerate, seed_generator
 from stages.anomalies import (
     TRAINING_FILES,
     load_training_data,
@@ -24,7 +25,7 @@ from stages.anomalies import (
     synthesis_key,
     training_fingerprint,
 )
-from stages.common import StageContext, accelerate, seed_generator
+from stages.common import StageContext
 from storage.tables import write_table
 
 NAME = "select_features"

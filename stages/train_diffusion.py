@@ -18,12 +18,12 @@ import torch
 
 from realnet_core.config import Config
 from realnet_core.data.check import check_test_files
-from realnet_core.devices import to_device
 from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
 from realnet_core.diffusion.unet import set_grad_checkpoint
+from realnet_core.runtime import accelerate, autocast, seed_generator, seeded_init, to_device
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_io
-from stages.common import DATASET_SCOPE, StageContext, accelerate, autocast, seed_generator, seeded_init
+from stages.common import DATASET_SCOPE, StageContext
 from stages.inputs import (
     category_split,
     files_fingerprint,

@@ -20,6 +20,7 @@ from realnet_core.config import Config
 from realnet_core.data.check import check_test_files
 from realnet_core.features.backbones import build_backbone
 from realnet_core.model.realnet import RealNet
+from realnet_core.runtime import accelerate, autocast, seed_generator, seeded_init
 from realnet_core.viz import make_grid, write_png
 from stages.anomalies import (
     TRAINING_FILES,
@@ -29,7 +30,7 @@ from stages.anomalies import (
     synthesis_key,
     training_fingerprint,
 )
-from stages.common import StageContext, accelerate, autocast, seed_generator, seeded_init
+from stages.common import StageContext
 from stages.inputs import category_split
 from stages.loaders import SourceSteps, prefetch
 from stages.realnet_io import BUNDLE, save_bundle

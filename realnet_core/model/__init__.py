@@ -1,8 +1,8 @@
 """RealNet model head: reconstruction UNets, residual selection (RRS), discriminator."""
 
 from .discriminator import Discriminator
-from .realnet import RealNet, image_scores
+from .realnet import RealNet
 from .recon_unet import ReconUNet
 from .rrs import ResidualSelector, concat_residuals
 
-__all__ = ["Discriminator", "RealNet", "ReconUNet", "ResidualSelector", "concat_residuals", "image_scores"]
+__all__ = ["Discriminator", "RealNet", "ReconUNet", "ResidualSelector", "concat_residuals"]

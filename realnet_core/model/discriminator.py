@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from realnet_core.devices import no_autocast
+from realnet_core.runtime import no_autocast
 
 __all__ = ["Discriminator"]
 

@@ -28,23 +28,7 @@ from .discriminator import Discriminator
 from .recon_unet import ReconUNet
 from .rrs import ResidualSelector
 
-__all__ = ["RealNet", "image_scores"]
-
-
-def image_scores(anomaly_map: Tensor, pool: int = 16) -> Tensor:
-    """Image-level score: max of the anomaly map after `pool` x `pool` average pooling, stride 1.
-
-    Stride 1 (as in the authors' evaluation) looks at every window position, so a small defect is
-    not split across two pooling cells. The kernel shrinks to the map size for maps smaller than
-    `pool`. Accepts (B, H, W) or (B, 1, H, W); returns (B,).
-    """
-    if anomaly_map.dim() == 3:
-        anomaly_map = anomaly_map.unsqueeze(1)
-    if anomaly_map.dim() != 4 or anomaly_map.shape[1] != 1:
-        raise ValueError(f"expected (B, H, W) or (B, 1, H, W), got {tuple(anomaly_map.shape)}")
-    kernel = (min(pool, anomaly_map.shape[-2]), min(pool, anomaly_map.shape[-1]))
-    pooled = F.avg_pool2d(anomaly_map.float(), kernel_size=kernel, stride=1)
-    return pooled.flatten(1).amax(dim=1)
+__all__ = ["RealNet"]
 
 
 class RealNet(nn.Module):
@@ -188,8 +172,3 @@ class RealNet(nn.Module):
         if recon is None:
             recon = seg.new_zeros(())
         return {"total": recon + seg, "recon": recon, "seg": seg}
-
-    @staticmethod
-    def image_scores(anomaly_map: Tensor, pool: int = 16) -> Tensor:
-        """See the module-level `image_scores`."""
-        return image_scores(anomaly_map, pool)

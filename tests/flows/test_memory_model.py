@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from flows.memory_model import activation_bytes, peak_bytes
-from stages.common import for_inference
+from realnet_core.runtime import for_inference
 
 
 def meta(*shape: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ from flows.bench_parts import _backbone, _realnet, inference_models
 from flows.memory_model import inference_memory
 from realnet_core.config import load_config
 from realnet_core.diffusion.unet import GroupNorm32
-from stages.common import for_inference
+from realnet_core.runtime import for_inference
 from stages.realnet_io import anomaly_maps
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from realnet_core.model import Discriminator, RealNet, ReconUNet, image_scores
+from realnet_core.metrics import image_scores
+from realnet_core.model import Discriminator, RealNet, ReconUNet
 
 CHANNELS = [6, 8, 8, 10]
 SIZES = [16, 8, 4, 2]  # strides 4, 8, 16, 32 of a 64x64 image
@@ -147,10 +148,14 @@ def test_image_scores_hand_made() -> None:
     amap[2] = 0.25
     scores = image_scores(amap)
     torch.testing.assert_close(scores, torch.tensor([1.0, 1 / 256, 0.25]))
-    pixel_max = RealNet.image_scores(amap.unsqueeze(1), pool=1)
+    pixel_max = image_scores(amap.unsqueeze(1), pool=1)
     torch.testing.assert_close(pixel_max, torch.tensor([1.0, 1.0, 0.25]))
     # Maps smaller than the kernel: pooled over the whole map.
     torch.testing.assert_close(image_scores(torch.ones(2, 4, 4) * 0.5), torch.tensor([0.5, 0.5]))
+    # A map narrower than the kernel: a square kernel of its shorter side, as evaluate has always pooled.
+    wide = torch.zeros(1, 4, 8)
+    wide[0, :, :4] = 1.0
+    torch.testing.assert_close(image_scores(wide), torch.tensor([1.0]))
 
 
 @pytest.mark.parametrize(("dims", "paper_gib"), [((256, 512, 512, 256), 2.2), ((128, 256, 256, 128), 0.74)])
