@@ -71,7 +71,7 @@ def metadata(cfg: Config, device: torch.device, quick: bool, channels_last: bool
         "bf16": cfg.runtime.bf16 and device.type == "cuda", "compile": cfg.runtime.compile,
         "channels_last": channels_last, "quick": quick,
         "image_size": cfg.data.image_size, "diffusion_image_size": cfg.diffusion.image_size,
-        "backbone": cfg.afs.backbone, "backbone_weights": "random (speed only)",
+        "backbone": cfg.backbone.name, "backbone_weights": "random (speed only)",
     }
 
 

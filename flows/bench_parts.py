@@ -161,7 +161,7 @@ def unet_forward_flops(flags: dict[str, Any]) -> int:
     """FLOPs of one UNet forward at batch 1, counted on the meta device (shapes only, no compute)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from stages.diffusion_io import build_unet
+    from stages.diffusion_model import build_unet
 
     with torch.device("meta"):
         model = build_unet(flags)
@@ -190,7 +190,7 @@ def bench_sia(cfg: Config, device: torch.device, quick: bool, channels_last: boo
     uint8 result is left on the GPU here.
     """
     from realnet_core.runtime import for_inference
-    from stages.diffusion_io import build_unet, sample_images, unet_flags
+    from stages.diffusion_model import build_unet, sample_images, unet_flags
 
     flags = unet_flags(cfg.diffusion)
     model = _prepare(for_inference(build_unet(flags)), device, channels_last)
@@ -230,7 +230,7 @@ def bench_diffusion_train(cfg: Config, device: torch.device, quick: bool, channe
     from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
     from realnet_core.diffusion.unet import set_grad_checkpoint
     from realnet_core.runtime import autocast, to_device
-    from stages.diffusion_io import build_unet, unet_flags
+    from stages.diffusion_model import build_unet, unet_flags
     from stages.train_diffusion import _ema_update
 
     d = cfg.diffusion
@@ -260,7 +260,7 @@ def bench_diffusion_train(cfg: Config, device: torch.device, quick: bool, channe
 def _training_data(cfg: Config, device: torch.device, n_images: int = 32) -> Any:
     """Stages 3 and 4's TrainingData over random normal images and a random in-memory SIA array."""
     from realnet_core.synthesis.sources import SIASource
-    from stages.anomalies import TrainingData
+    from stages.training_data import TrainingData
 
     size, gen = cfg.data.image_size, torch.Generator().manual_seed(1)
     images = _rand_images(n_images, size, device, gen)
@@ -279,13 +279,13 @@ def random_selection(channels: list[int], dims: list[int]) -> list[torch.Tensor]
 def _backbone(cfg: Config, device: torch.device, channels_last: bool) -> torch.nn.Module:
     from realnet_core.features.backbones import build_backbone
 
-    return _prepare(build_backbone(cfg.afs.backbone, weights="random"), device, channels_last)
+    return _prepare(build_backbone(cfg.backbone.name, weights="random"), device, channels_last)
 
 
 def bench_afs(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """Stage 3 per batch: synthesize, backbone on anomalous and normal images, accumulate Eq. 4."""
-    from realnet_core.features.afs import AFSAccumulator
-    from stages.anomalies import paired_features, synth_kwargs
+    from realnet_core.methods.realnet.afs import AFSAccumulator
+    from stages.training_data import paired_features, synth_kwargs
 
     backbone = _backbone(cfg, device, channels_last)
     net, data, acc = _compile(backbone, cfg, device), _training_data(cfg, device), AFSAccumulator(backbone.channels)
@@ -302,7 +302,7 @@ def bench_afs(cfg: Config, device: torch.device, quick: bool, channels_last: boo
 
 
 def _realnet(cfg: Config, backbone: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
-    from stages.train_realnet import build_model
+    from stages.realnet.train_realnet import build_model
 
     selected = random_selection(list(backbone.channels), list(cfg.afs.dims))
     return _prepare(build_model(cfg, list(backbone.channels), selected), device, channels_last)
@@ -320,7 +320,7 @@ def inference_models(cfg: Config, device: torch.device,
 def bench_realnet_train(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """Stage 4's step: synthetic batch, one backbone pass, RealNet forward/backward and an Adam step."""
     from realnet_core.runtime import autocast
-    from stages.anomalies import paired_features, synth_kwargs
+    from stages.training_data import paired_features, synth_kwargs
 
     backbone = _backbone(cfg, device, channels_last)
     model = _realnet(cfg, backbone, device, channels_last).train()
@@ -345,7 +345,7 @@ def bench_realnet_train(cfg: Config, device: torch.device, quick: bool, channels
 def bench_inference(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """Backbone + RealNet anomaly map + image score; images already on the device (no decoding)."""
     from realnet_core.metrics import image_scores
-    from stages.realnet_io import anomaly_maps
+    from stages.realnet.detector import anomaly_maps
 
     backbone, model = inference_models(cfg, device, channels_last)
     bb, net = _compile(backbone, cfg, device), _compile(model, cfg, device)
@@ -417,8 +417,8 @@ def bench_loading(cfg: Config, device: torch.device, quick: bool, channels_last:
     evaluate's test-image decoding. One loader worker keeps a stage fed while these rates exceed the
     stage's own (``runtime.loader_workers`` runs that many)."""
     from realnet_core.viz import write_png
-    from stages.anomalies import StoredSIASource
     from stages.loaders import SourceSteps, TestBatches
+    from stages.training_data import StoredSIASource
     from storage.arrays import create_image_array, write_shard
 
     cpu, budget = torch.device("cpu"), BUDGETS[quick]["loading"]

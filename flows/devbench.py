@@ -39,7 +39,7 @@ def knn_baseline(cfg: Config, category: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     size = cfg.data.image_size
     split = category_split(cfg, DATASET, category)
-    backbone = for_inference(build_backbone(cfg.afs.backbone, cfg.afs.backbone_weights))
+    backbone = for_inference(build_backbone(cfg.backbone.name, cfg.backbone.weights))
     knn = PatchKNN().fit(_features(backbone, train_images(split, size)))
     test = load_batch([s.path for s in split.test], size)
     patch = knn.patch_scores(_features(backbone, test))

@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import UnfinishedRun, UpstreamTaskError
 
-from flows.gpu import shared_pool, visible_devices
+from flows.device_slots import shared_pool, visible_devices
 from flows.graph import resolve_targets, summary_rows, walk
 from flows.reports import publish_reports
 from flows.runner import artifacts_root, ensure_demo_data, make_config

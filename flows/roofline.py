@@ -149,7 +149,7 @@ def compute_dtype(cfg: Config) -> torch.dtype:
 
 def meta_unet(cfg: Config, dtype: torch.dtype) -> torch.nn.Module:
     """The profile's diffusion UNet on the meta device."""
-    from stages.diffusion_io import build_unet, unet_flags
+    from stages.diffusion_model import build_unet, unet_flags
 
     with torch.device("meta"):
         return build_unet(unet_flags(cfg.diffusion)).to(dtype)
@@ -159,10 +159,10 @@ def meta_realnet(cfg: Config, dtype: torch.dtype) -> tuple[torch.nn.Module, torc
     """The profile's backbone and a RealNet head on a random AFS selection of its width, on the meta device."""
     from flows.bench_parts import random_selection
     from realnet_core.features.backbones import build_backbone
-    from stages.train_realnet import build_model
+    from stages.realnet.train_realnet import build_model
 
     with torch.device("meta"):
-        backbone = build_backbone(cfg.afs.backbone, weights="random").to(dtype)
+        backbone = build_backbone(cfg.backbone.name, weights="random").to(dtype)
     selected = random_selection(list(backbone.channels), list(cfg.afs.dims))
     # Built on the CPU, then moved: the head keeps its channel selection as host tensors.
     return backbone, build_model(cfg, list(backbone.channels), selected).to(device="meta", dtype=dtype)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from flows.gpu import visible_devices
+from flows.device_slots import visible_devices
 from flows.graph import resolve_targets, summary_rows, walk
 from realnet_core.config import Config, load_config
 from realnet_core.data.registry import check_dataset

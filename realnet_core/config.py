@@ -106,9 +106,14 @@ class SynthesisConfig(_Section):
         return self
 
 
+class BackboneConfig(_Section):
+    """The frozen feature extractor every method shares."""
+
+    name: Literal["wide_resnet50_2", "resnet34", "resnet50", "efficientnet_lite0"] = "wide_resnet50_2"
+    weights: str | None = None
+
+
 class AFSConfig(_Section):
-    backbone: Literal["wide_resnet50_2", "resnet34", "resnet50", "efficientnet_lite0"] = "wide_resnet50_2"
-    backbone_weights: str | None = None
     dims: list[int] = Field(default_factory=lambda: [256, 512, 512, 256])
     batches: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -184,10 +189,12 @@ class RuntimeConfig(_Section):
 
 class Config(_Section):
     profile: str = "custom"
+    method: str = Field("realnet", min_length=1, description="the detector: stages.methods.METHODS names them")
     data: DataConfig = Field(default_factory=DataConfig)
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     sia: SIAConfig = Field(default_factory=SIAConfig)
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     afs: AFSConfig = Field(default_factory=AFSConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
@@ -226,13 +233,19 @@ def profile_path(profile: str | Path) -> Path:
     raise ConfigError(f"unknown profile {profile!r}: no configs/{profile}.yaml (give a name or a .yaml path)")
 
 
+# Keys set on their own, without a section.
+TOP_LEVEL_KEYS = ("method",)
+# Keys that moved: an old config file gets an error that names the new key, never a silent default.
+MOVED_KEYS = {"afs.backbone": "backbone.name", "afs.backbone_weights": "backbone.weights"}
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``afs.dims=[128,256,256,128]`` -> (["afs", "dims"], [128, 256, 256, 128]) with YAML value parsing."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like section.key=value")
     key, raw = item.split("=", 1)
     path = [p for p in key.strip().split(".") if p]
-    if len(path) < 2:
+    if len(path) < 2 and not (len(path) == 1 and path[0] in TOP_LEVEL_KEYS):
         raise ConfigError(f"override {item!r} must name a section and a key, e.g. afs.dims=...")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
@@ -266,6 +279,17 @@ def _describe(err: Any, source: str, overridden: list[list[str]]) -> str:
     return f"override{text}" if from_override else f"{source}:{text.removeprefix(':')}"
 
 
+def _check_moved(tree: dict[str, Any], source: str, overridden: list[list[str]]) -> None:
+    moved = []
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(tree.get(section), dict) and key in tree[section]:
+            where = "override" if old.split(".") in overridden else source
+            moved.append(f"{where}: {old} is now {new}")
+    if moved:
+        raise ConfigError("; ".join(moved))
+
+
 def build_config(tree: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> Config:
     tree = dict(tree or {})
     overridden = []
@@ -273,6 +297,7 @@ def build_config(tree: dict[str, Any], overrides: list[str] | None = None, sourc
         path, value = parse_override(item)
         _apply(tree, path, value)
         overridden.append(path)
+    _check_moved(tree, source, overridden)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -75,6 +75,43 @@ class StageResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.ref.to_dict(), "status": self.status, "seconds": round(self.seconds, 3)}
+
+
+# ---------------------------------------------------------------- methods
+
+
+class Detector(Protocol):
+    """A trained model behind the method seam: what evaluate, predict and the bench call."""
+
+    image_size: int  # the input size the model was trained at
+
+    def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, H, W) anomaly maps at the input size, higher is more anomalous."""
+        ...
+
+
+@dataclass(frozen=True)
+class Method:
+    """A detector, registered once in ``stages.methods``.
+
+    ``stages`` are its own stage modules in order, the last one writing ``model_file``; ``upstream(stage, cfg)``
+    names what each consumes (shared stages or its own); ``build_model`` is its factory from config to
+    network; ``load_detector(model, device, cfg=None)`` turns its model artifact into a :class:`Detector`.
+    ``paper_results`` is the CSV (beside its stages) of its paper's per-category numbers, in percent.
+    """
+
+    name: str
+    sections: tuple[str, ...]
+    stages: tuple[ModuleType, ...]
+    upstream: Any  # Callable[[str, Config], list[str]]
+    build_model: Any  # Callable[..., torch.nn.Module]
+    load_detector: Any  # Callable[[str | Path, torch.device, Config | None], Detector]
+    model_file: str
+    paper_results: str | None = None
+
+    @property
+    def model_stage(self) -> str:
+        return self.stages[-1].NAME
 
 
 # ---------------------------------------------------------------- keys

@@ -22,7 +22,7 @@ from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_nam
 from realnet_core.diffusion.unet import set_grad_checkpoint
 from realnet_core.runtime import accelerate, autocast, seed_generator, seeded_init, to_device
 from realnet_core.viz import make_grid, write_png
-from stages import diffusion_io
+from stages import diffusion_model
 from stages.common import DATASET_SCOPE, StageContext
 from stages.inputs import (
     category_split,
@@ -90,14 +90,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
     data, labels, cats = _training_set(ctx)
     center, x0_range = _color_prior(data, cfg.color_prior)
     data = data - torch.tensor(center).view(1, 3, 1, 1)
-    flags = diffusion_io.unet_flags(cfg, num_classes=len(cats) if labels is not None else None)
+    flags = diffusion_model.unet_flags(cfg, num_classes=len(cats) if labels is not None else None)
     # A dataset-scoped model is one artifact for every category: its seeds must not depend on which
     # category's task happened to build it.
     slot = DATASET_SCOPE if labels is not None else ctx.category
     with seeded_init(cfg.seed, ctx.dataset, slot, "train_diffusion", "init"):
-        model = diffusion_io.build_unet(flags).to(dev)
+        model = diffusion_model.build_unet(flags).to(dev)
     if cfg.init_checkpoint:
-        diffusion_io.load_init(model, cfg.init_checkpoint)
+        diffusion_model.load_init(model, cfg.init_checkpoint)
     ema = copy.deepcopy(model).requires_grad_(False)
     set_grad_checkpoint(model, ctx.cfg.runtime.grad_checkpoint)
     forward = accelerate(model, ctx.cfg, dev)
@@ -185,7 +185,7 @@ def _sample_grid(ctx: StageContext, ema: torch.nn.Module, flags: dict, cats: lis
     classes = [i % len(cats) for i in range(per_row)] if flags.get("num_classes") else None
     for s in strengths:
         gen = seed_generator(ctx.cfg.diffusion.seed, "samples")
-        imgs = diffusion_io.sample(ema, flags, ctx.cfg.diffusion, per_row, s, gen, ctx.device,
+        imgs = diffusion_model.sample(ema, flags, ctx.cfg.diffusion, per_row, s, gen, ctx.device,
                                    class_index=classes, bf16=ctx.cfg.runtime.bf16)
         rows.append(imgs)
         labels += [f"{cats[c]} s={s:.1f}" for c in classes] if classes else [f"s={s:.1f}"] * per_row

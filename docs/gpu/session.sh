@@ -62,7 +62,7 @@ phase() {
   case "$1" in
     tests)  # the CUDA-only tests that CI (no GPU) skips, first: a failure there makes the numbers suspect
       run tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/diffusion/test_diffusion_cuda.py \
-        tests/flows/test_memory_model_cuda.py tests/model/test_model_discriminator.py tests/synthesis/test_blend.py \
+        tests/flows/test_memory_model_cuda.py tests/methods/realnet/test_model_discriminator.py tests/synthesis/test_blend.py \
         tests/synthesis/test_perlin.py ;;
     sia)    # the SIA target (8 images/s): compiled, channels_last, the paper profile's default
       bench sia 200 --part sia --channels-last ;;

@@ -15,7 +15,7 @@ from flows.memory_model import inference_memory
 from realnet_core.config import load_config
 from realnet_core.diffusion.unet import GroupNorm32
 from realnet_core.runtime import for_inference
-from stages.realnet_io import anomaly_maps
+from stages.realnet.detector import anomaly_maps
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

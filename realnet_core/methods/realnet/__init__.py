@@ -1,4 +1,4 @@
-"""RealNet model head: reconstruction UNets, residual selection (RRS), discriminator."""
+"""RealNet's tensors: AFS channel scoring, reconstruction UNets, residual selection (RRS), discriminator."""
 
 from .discriminator import Discriminator
 from .realnet import RealNet

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from realnet_core.model.recon_unet import AttentionBlock, ReconUNet, group_norm
+from realnet_core.methods.realnet.recon_unet import AttentionBlock, ReconUNet, group_norm
 
 
 @pytest.mark.parametrize("size", [(8, 8), (16, 16), (7, 7), (64, 64), (2, 2), (5, 9), (1, 1)])

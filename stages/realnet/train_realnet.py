@@ -19,10 +19,15 @@ import torch
 from realnet_core.config import Config
 from realnet_core.data.check import check_test_files
 from realnet_core.features.backbones import build_backbone
-from realnet_core.model.realnet import RealNet
+from realnet_core.methods.realnet.realnet import RealNet
 from realnet_core.runtime import accelerate, autocast, seed_generator, seeded_init
 from realnet_core.viz import make_grid, write_png
-from stages.anomalies import (
+from stages.common import StageContext
+from stages.inputs import category_split
+from stages.loaders import SourceSteps, prefetch
+from stages.realnet.detector import BUNDLE, save_bundle
+from stages.realnet.select_features import read_selection
+from stages.training_data import (
     TRAINING_FILES,
     load_training_data,
     paired_features,
@@ -30,11 +35,6 @@ from stages.anomalies import (
     synthesis_key,
     training_fingerprint,
 )
-from stages.common import StageContext
-from stages.inputs import category_split
-from stages.loaders import SourceSteps, prefetch
-from stages.realnet_io import BUNDLE, save_bundle
-from stages.select_features import read_selection
 from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.tables import write_table
 
@@ -64,7 +64,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg, dev = ctx.cfg.train, ctx.device
     split = category_split(ctx.cfg, ctx.dataset, ctx.category)
     check_test_files(split)
-    backbone = build_backbone(ctx.cfg.afs.backbone, ctx.cfg.afs.backbone_weights).to(dev)
+    backbone = build_backbone(ctx.cfg.backbone.name, ctx.cfg.backbone.weights).to(dev)
     selected = read_selection(ctx.upstream_path("select_features"))
     with seeded_init(cfg.seed, ctx.dataset, ctx.category, "train_realnet", "init"):
         net = build_model(ctx.cfg, list(backbone.channels), selected).to(dev)
@@ -120,7 +120,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                              "epoch": epoch, "log": log}, state_path)
     bar.close()
 
-    save_bundle(ctx.workdir / BUNDLE, net, ctx.cfg.afs.backbone, ctx.cfg.afs.backbone_weights, data.size)
+    save_bundle(ctx.workdir / BUNDLE, net, ctx.cfg.backbone.name, ctx.cfg.backbone.weights, data.size)
     write_table(pd.DataFrame(log), ctx.workdir / "train_log.parquet")
     _synthetic_preview(ctx, data, kwargs)
     state_path.unlink(missing_ok=True)

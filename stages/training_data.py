@@ -29,7 +29,7 @@ from stages.inputs import (
 from storage.arrays import ArrayCorruptError, open_image_array, read_rows
 
 # The files stages 3 and 4 read besides the dataset: the backbone's weights, a texture source's folder.
-TRAINING_FILES = ("afs.backbone_weights", "synthesis.texture_root")
+TRAINING_FILES = ("backbone.weights", "synthesis.texture_root")
 
 
 def synthesis_key(cfg: Config, exclude: set[str] | None = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from realnet_core.features.afs import AFSAccumulator, afs_batch_losses, afs_table, select_channels
+from realnet_core.methods.realnet.afs import AFSAccumulator, afs_batch_losses, afs_table, select_channels
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
+from realnet_core.methods.realnet import Discriminator, RealNet, ReconUNet
 from realnet_core.metrics import image_scores
-from realnet_core.model import Discriminator, RealNet, ReconUNet
 
 CHANNELS = [6, 8, 8, 10]
 SIZES = [16, 8, 4, 2]  # strides 4, 8, 16, 32 of a 64x64 image

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from realnet_core.model.rrs import ResidualSelector, concat_residuals
+from realnet_core.methods.realnet.rrs import ResidualSelector, concat_residuals
 
 
 def _hand_made() -> torch.Tensor:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from flows.gpu import ComputeThread, DevicePool, visible_devices
+from flows.device_slots import ComputeThread, DevicePool, visible_devices
 
 
 def _hammer(pool: DevicePool, tasks: int) -> list[str]:
@@ -62,7 +62,7 @@ def test_visible_devices_fall_back_to_cpu_without_cuda():
 
 
 def test_every_job_of_a_device_runs_on_that_devices_one_compute_thread():
-    # One thread per device keeps one OpenMP team per device (see flows/gpu.py): stages submitted
+    # One thread per device keeps one OpenMP team per device (see flows/device_slots.py): stages submitted
     # from many task threads must still all execute on the same thread.
     pool = DevicePool(["cuda:0", "cuda:1"])
     ran: list[tuple[str, str]] = []

@@ -14,10 +14,11 @@ import pandas as pd
 import torch
 
 from realnet_core.config import Config
-from realnet_core.features.afs import AFSAccumulator, afs_table, select_channels
 from realnet_core.features.backbones import build_backbone
+from realnet_core.methods.realnet.afs import AFSAccumulator, afs_table, select_channels
 from realnet_core.runtime import accelerate, seed_generator
-from stages.anomalies import (
+from stages.common import StageContext
+from stages.training_data import (
     TRAINING_FILES,
     load_training_data,
     paired_features,
@@ -25,7 +26,6 @@ from stages.anomalies import (
     synthesis_key,
     training_fingerprint,
 )
-from stages.common import StageContext
 from storage.tables import write_table
 
 NAME = "select_features"
@@ -37,8 +37,8 @@ MEMORY_HINT = "a smaller afs.batch_size"
 
 def key_config(cfg: Config) -> dict[str, Any]:
     # Every AFS sample carries an anomaly, whatever synthesis.normal_fraction says (see run).
-    return {"afs": cfg.section("afs"), "synthesis": synthesis_key(cfg, exclude={"normal_fraction"}),
-            "image_size": cfg.data.image_size}
+    return {"afs": cfg.section("afs"), "backbone": cfg.section("backbone"),
+            "synthesis": synthesis_key(cfg, exclude={"normal_fraction"}), "image_size": cfg.data.image_size}
 
 
 def fingerprint(cfg: Config, dataset: str, category: str) -> str:
@@ -47,7 +47,7 @@ def fingerprint(cfg: Config, dataset: str, category: str) -> str:
 
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg.afs
-    backbone = build_backbone(cfg.backbone, cfg.backbone_weights).to(ctx.device)
+    backbone = build_backbone(ctx.cfg.backbone.name, ctx.cfg.backbone.weights).to(ctx.device)
     features = accelerate(backbone, ctx.cfg, ctx.device)
     data = load_training_data(ctx)
     acc = AFSAccumulator(backbone.channels)
@@ -67,7 +67,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     table.insert(0, "category", ctx.category)
     table.insert(0, "dataset", ctx.dataset)
     write_table(table, ctx.workdir / "afs.parquet")
-    return {"backbone": cfg.backbone, "channels": list(backbone.channels), "dims": list(cfg.dims),
+    return {"backbone": ctx.cfg.backbone.name, "channels": list(backbone.channels), "dims": list(cfg.dims),
             "images": cfg.batches * cfg.batch_size}
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from realnet_core.model.discriminator import Discriminator
+from realnet_core.methods.realnet.discriminator import Discriminator
 
 
 def test_output_size() -> None:

@@ -1,4 +1,5 @@
-"""Save, load and run a trained RealNet (used by train_realnet, evaluate and ``realnet predict``)."""
+"""Save, load and run a trained RealNet: train_realnet saves the bundle, ``load_detector`` turns it into the
+detector that evaluate, ``realnet predict`` and the bench call."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Any
 
 import torch
 
+from realnet_core.config import Config
 from realnet_core.features.backbones import build_backbone
-from realnet_core.model.realnet import RealNet
-from realnet_core.runtime import autocast, for_inference
+from realnet_core.methods.realnet.realnet import RealNet
+from realnet_core.runtime import accelerate, autocast, for_inference
 from storage.checkpoints import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
 
 BUNDLE = "realnet.pt"
@@ -47,3 +49,24 @@ def anomaly_maps(backbone: torch.nn.Module, net: RealNet, images: torch.Tensor, 
     with autocast(images.device, bf16):
         out = net(backbone(images), out_size=tuple(images.shape[-2:]))
     return out["anomaly_map"].float()
+
+
+class RealNetDetector:
+    """A trained RealNet behind the method seam: ``anomaly_maps(images) -> maps``."""
+
+    def __init__(self, backbone: torch.nn.Module, net: RealNet, image_size: int, bf16: bool = True) -> None:
+        self.backbone, self.net, self.image_size, self.bf16 = backbone, net, image_size, bf16
+
+    def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, H, W) anomaly probability at the input size."""
+        return anomaly_maps(self.backbone, self.net, images, self.bf16)
+
+
+def load_detector(model: str | Path, device: torch.device, cfg: Config | None = None) -> RealNetDetector:
+    """The detector of a train_realnet artifact (or its ``realnet.pt``); with ``cfg``, its networks run as
+    ``runtime.compile`` and ``runtime.bf16`` say (evaluate), else eagerly with bf16 on a GPU (predict)."""
+    backbone, net, bundle = load_bundle(model, device)
+    if cfg is None:
+        return RealNetDetector(backbone, net, int(bundle["image_size"]))
+    return RealNetDetector(accelerate(backbone, cfg, device), accelerate(net, cfg, device),
+                           int(bundle["image_size"]), cfg.runtime.bf16)
