@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from realnet_core.config import Config
+from realnet_core.config import Config, DiffusionConfig
 from realnet_core.data.check import check_test_files
 from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
 from realnet_core.diffusion.unet import set_grad_checkpoint
@@ -131,22 +131,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             bar.set_postfix(loss=f"{log[-1]['loss']:.4f}", steps_s=f"{rate:.2f}", refresh=False)
 
     while step < cfg.steps:
-        opt.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=dev)
-        for _ in range(cfg.grad_accum):
-            idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
-            x0 = to_device(data[idx], dev)
-            t = to_device(torch.randint(0, cfg.diffusion_steps, (cfg.batch_size,), generator=gen), dev)
-            noise = to_device(torch.randn(x0.shape, generator=gen), dev)
-            kwargs = {"y": to_device(labels[idx], dev)} if labels is not None else None
-            with autocast(dev, ctx.cfg.runtime.bf16):
-                losses = diffusion.training_losses(forward, x0, t, model_kwargs=kwargs, noise=noise)
-            loss = losses["loss"].float().mean() / cfg.grad_accum
-            loss.backward()
-            total += loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        _ema_update(ema, model, cfg.ema_rate)
+        total, grad_norm = train_step(model, forward, ema, opt, diffusion, data, labels, gen, cfg,
+                                      ctx.cfg.runtime.bf16, dev)
         step += 1
         pending.append((step, total, grad_norm))
         bar.update(1)
@@ -164,6 +150,31 @@ def run(ctx: StageContext) -> dict[str, Any]:
     state_path.unlink(missing_ok=True)
     return {"steps": step, "final_loss": float(np.mean([r["loss"] for r in log[-50:]])) if log else None,
             "categories": cats, "train_images": int(n), "resumed_from_step": resumed_from}
+
+
+def train_step(model: torch.nn.Module, forward: Any, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+               diffusion: GaussianDiffusion, data: torch.Tensor, labels: torch.Tensor | None, gen: torch.Generator,
+               cfg: DiffusionConfig, bf16: bool, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step (the stage's and the bench's): ``grad_accum`` batches drawn from the host images,
+    the hybrid loss under autocast, backward, clip, Adam and the EMA update. Returns (loss, grad norm) on the
+    device: reading them would wait for the GPU."""
+    opt.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=dev)
+    for _ in range(cfg.grad_accum):
+        idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
+        x0 = to_device(data[idx], dev)
+        t = to_device(torch.randint(0, cfg.diffusion_steps, (cfg.batch_size,), generator=gen), dev)
+        noise = to_device(torch.randn(x0.shape, generator=gen), dev)
+        kwargs = {"y": to_device(labels[idx], dev)} if labels is not None else None
+        with autocast(dev, bf16):
+            losses = diffusion.training_losses(forward, x0, t, model_kwargs=kwargs, noise=noise)
+        loss = losses["loss"].float().mean() / cfg.grad_accum
+        loss.backward()
+        total += loss.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    _ema_update(ema, model, cfg.ema_rate)
+    return total, grad_norm
 
 
 @torch.no_grad()

@@ -45,6 +45,15 @@ def fingerprint(cfg: Config, dataset: str, category: str) -> str:
     return training_fingerprint(cfg, dataset, category)
 
 
+def afs_step(features: Any, acc: AFSAccumulator, data: Any, gen: torch.Generator, cfg: Config,
+             device: torch.device) -> None:
+    """One AFS batch (the stage's and the bench's): synthesize, backbone on both images, accumulate Eq. 4."""
+    # Every AFS sample carries an anomaly: a normal one would only dilute Eq. 4.
+    normal, aug, mask = data.batch(cfg.afs.batch_size, gen, 0.0, synth_kwargs(cfg))
+    feats_a, feats_n = paired_features(features, aug, normal, device, cfg.runtime.bf16)
+    acc.update(feats_a, feats_n, mask)
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg.afs
     backbone = build_backbone(ctx.cfg.backbone.name, ctx.cfg.backbone.weights).to(ctx.device)
@@ -55,10 +64,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     bar = ctx.progress(cfg.batches * cfg.batch_size, "select_features", unit="img")
     with torch.no_grad():
         for _ in range(cfg.batches):
-            # Every AFS sample carries an anomaly: a normal one would only dilute Eq. 4.
-            normal, aug, mask = data.batch(cfg.batch_size, gen, 0.0, synth_kwargs(ctx.cfg))
-            feats_a, feats_n = paired_features(features, aug, normal, ctx.device, ctx.cfg.runtime.bf16)
-            acc.update(feats_a, feats_n, mask)
+            afs_step(features, acc, data, gen, ctx.cfg, ctx.device)
             bar.update(cfg.batch_size)
     bar.close()
     losses = acc.losses()

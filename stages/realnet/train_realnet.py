@@ -60,6 +60,21 @@ def build_model(cfg: Config, channels: list[int], selected: list[torch.Tensor]) 
     return RealNet(channels, selected, ratio=cfg.train.rrs_ratio, recon_kwargs=recon)
 
 
+def train_step(net: RealNet, forward: Any, features: Any, opt: torch.optim.Optimizer, data: Any,
+               gen: torch.Generator, cfg: Config, dev: torch.device, kwargs: dict, sources: Any = None) -> torch.Tensor:
+    """One training step (the stage's and the bench's): a synthetic batch, one backbone pass, RealNet forward
+    and backward, an Adam step. Returns (total, recon, seg) on the device: reading it would wait for the GPU."""
+    normal, aug, mask = data.batch(cfg.train.batch_size, gen, cfg.synthesis.normal_fraction, kwargs, sources=sources)
+    feats_a, feats_n = paired_features(features, aug, normal, dev, cfg.runtime.bf16)
+    with autocast(dev, cfg.runtime.bf16):
+        out = forward(feats_a, feats_n, out_size=aug.shape[-2:])
+        loss = net.loss(out, mask)
+    opt.zero_grad(set_to_none=True)
+    loss["total"].backward()
+    opt.step()
+    return torch.stack([loss[k].detach().float() for k in ("total", "recon", "seg")])
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg, dev = ctx.cfg.train, ctx.device
     split = category_split(ctx.cfg, ctx.dataset, ctx.category)
@@ -95,16 +110,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     while epoch < cfg.epochs:
         pending = []  # each step's losses stay on the device: reading one would wait for the GPU
         for _ in range(steps_per_epoch):
-            normal, aug, mask = data.batch(cfg.batch_size, gen, ctx.cfg.synthesis.normal_fraction, kwargs,
-                                           sources=next(sources))
-            feats_a, feats_n = paired_features(features, aug, normal, dev, ctx.cfg.runtime.bf16)
-            with autocast(dev, ctx.cfg.runtime.bf16):
-                out = forward(feats_a, feats_n, out_size=aug.shape[-2:])
-                loss = net.loss(out, mask)
-            opt.zero_grad(set_to_none=True)
-            loss["total"].backward()
-            opt.step()
-            pending.append(torch.stack([loss[k].detach().float() for k in ("total", "recon", "seg")]))
+            pending.append(train_step(net, forward, features, opt, data, gen, ctx.cfg, dev, kwargs, next(sources)))
             bar.update(1)
         sums = np.zeros(3)
         for step_losses in torch.stack(pending).cpu().numpy():

@@ -17,8 +17,7 @@ import pytest
 import stages.common
 from flows.device_slots import shared_pool
 from flows.graph import walk
-from flows.pipeline import run_stage_now
-from flows.runner import make_config
+from flows.plan import make_config, run_stage_now
 from stages import dag
 
 

@@ -6,7 +6,7 @@ of the configured width. Each measurement runs warm-up iterations first (exclude
 allocator growth, lazy initialisation), synchronises the GPU around every timed iteration and stops
 at a per-part time budget, so the paper profile finishes in a few minutes on one H100.
 
-Parts (``parts=``, in ``flows.bench_parts``): ``sia``, ``diffusion_train``, ``afs``, ``realnet_train``,
+Parts (``parts=``, in ``flows.bench.parts``): ``sia``, ``diffusion_train``, ``afs``, ``realnet_train``,
 ``inference``, ``roofline`` (SIA and inference under a roofline model, not timed), ``memory_model``
 (training and inference memory counted without a GPU), ``loading`` (host-side image reading) and
 ``cached_rerun`` (the tiny demo pipeline run twice; demo profile only) and ``busy_cpu`` (stage 1's CPU
@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from flows.bench_parts import BENCHES, TRACE, free_memory, log, peak_cuda_mb, peak_rss_mb
+from flows.bench.parts import BENCHES, free_memory, log, peak_cuda_mb, peak_rss_mb
+from flows.bench.profiling import TRACE
 from realnet_core.config import Config, load_config
 from realnet_core.runtime import resolve_device
 

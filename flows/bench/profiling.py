@@ -26,6 +26,11 @@ _MATMUL = re.compile(r"conv|gemm|xmma|cutlass|fprop|dgrad|wgrad|flash|attention|
                      r"|cublas|sm\d+_", re.IGNORECASE)
 
 
+# Set by run_bench(trace_dir=...): the timed calls are then also profiled, after their timing, so the
+# profiler's own overhead never enters a number.
+TRACE: dict[str, Any] = {"dir": None, "results": {}}
+
+
 def sync(device: torch.device) -> None:
     """Wait for the device: a GPU result is only done, and timeable, once the GPU is."""
     if device.type == "cuda":

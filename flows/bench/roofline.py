@@ -157,7 +157,7 @@ def meta_unet(cfg: Config, dtype: torch.dtype) -> torch.nn.Module:
 
 def meta_realnet(cfg: Config, dtype: torch.dtype) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The profile's backbone and a RealNet head on a random AFS selection of its width, on the meta device."""
-    from flows.bench_parts import random_selection
+    from flows.bench.models import random_selection
     from realnet_core.features.backbones import build_backbone
     from stages.realnet.train_realnet import build_model
 
@@ -177,7 +177,7 @@ def bench_roofline(cfg: Config, device: torch.device, quick: bool, channels_last
     Shapes only, on the meta device, whatever ``device`` is: the networks in the dtype the GPU runs them
     in (bf16 under ``runtime.bf16``), SIA at the profile's batch, inference at batch 64 like the bench.
     """
-    from flows.bench_parts import TRACE
+    from flows.bench.profiling import TRACE
     from realnet_core.metrics import image_scores
 
     dtype = compute_dtype(cfg)

@@ -66,7 +66,8 @@ def _pipeline_metrics(cfg: Config, category: str, artifacts: str) -> dict[str, A
 def run_devbench(profile: str = "demo", overrides: list[str] | None = None, categories: list[str] | None = None,
                  root: str = "dev_data", artifacts: str = "artifacts_dev", baseline_only: bool = False) -> pd.DataFrame:
     """One row per category (and a mean row): the profile's and the baseline's metrics and seconds."""
-    from flows.runner import ensure_demo_data, make_config, resolve_targets
+    from flows.graph import resolve_targets
+    from flows.plan import ensure_demo_data, make_config
 
     cfg = make_config(profile, [*(overrides or []), *([f"data.categories={categories}"] if categories else [])],
                       DATASET, {DATASET: root})

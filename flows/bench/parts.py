@@ -1,7 +1,7 @@
 """The parts of ``realnet bench``: each times one stage's hot path on synthetic inputs.
 
 Every part has the signature ``(cfg, device, quick, channels_last) -> dict`` and is registered in
-:data:`BENCHES`; ``flows.bench`` runs them, records memory and assembles the report.
+:data:`BENCHES`; ``flows.bench.run`` runs them, records memory and assembles the report.
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from flows.memory_model import bench_memory_model
-from flows.profiling import sync, trace
-from flows.roofline import bench_roofline
+from flows.bench.memory_model import bench_memory_model
+from flows.bench.models import backbone as backbone_model
+from flows.bench.models import inference_models, prepare
+from flows.bench.models import realnet as realnet_model
+from flows.bench.profiling import TRACE, sync, trace
+from flows.bench.roofline import bench_roofline
 from realnet_core.config import Config, load_config
 
 TINY_PIPELINE = [
@@ -77,11 +80,6 @@ CPU_PAPER_SIA = {"batch": 1, "steps": 1}
 
 def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-# Set by run_bench(trace_dir=...): the timed calls are then also profiled (flows/profiling.py),
-# after their timing, so the profiler's own overhead never enters a number.
-TRACE: dict[str, Any] = {"dir": None, "results": {}}
 
 
 def time_per_iter(fn: Callable[[], Any], device: torch.device, budget: Budget, label: str | None = None, *,
@@ -148,11 +146,6 @@ def _compile(module: torch.nn.Module, cfg: Config, device: torch.device) -> Any:
     return accelerate(module, cfg, device)
 
 
-def _prepare(module: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
-    module = module.to(device)
-    return module.to(memory_format=torch.channels_last) if channels_last else module
-
-
 def _rand_images(n: int, size: int, device: torch.device, gen: torch.Generator) -> torch.Tensor:
     return torch.rand(n, 3, size, size, generator=gen).to(device)
 
@@ -193,7 +186,7 @@ def bench_sia(cfg: Config, device: torch.device, quick: bool, channels_last: boo
     from stages.diffusion_model import build_unet, sample_images, unet_flags
 
     flags = unet_flags(cfg.diffusion)
-    model = _prepare(for_inference(build_unet(flags)), device, channels_last)
+    model = prepare(for_inference(build_unet(flags)), device, channels_last)
     batch, steps, notes = cfg.sia.batch_size, cfg.sia.sampling_steps, []
     if device.type == "cpu" and cfg.diffusion.image_size >= 128:
         batch, steps = CPU_PAPER_SIA["batch"], min(steps, CPU_PAPER_SIA["steps"])
@@ -224,33 +217,25 @@ def bench_sia(cfg: Config, device: torch.device, quick: bool, channels_last: boo
 
 
 def bench_diffusion_train(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
-    """One training step of stage 1: hybrid loss under autocast, backward, clip, Adam, EMA update."""
+    """Stage 1's own training step (``train_diffusion.train_step``) on random images held on the host."""
     import copy
 
     from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
     from realnet_core.diffusion.unet import set_grad_checkpoint
-    from realnet_core.runtime import autocast, to_device
     from stages.diffusion_model import build_unet, unet_flags
-    from stages.train_diffusion import _ema_update
+    from stages.train_diffusion import train_step
 
     d = cfg.diffusion
-    model = _prepare(build_unet(unet_flags(d)), device, channels_last)
+    model = prepare(build_unet(unet_flags(d)), device, channels_last)
     ema = copy.deepcopy(model).requires_grad_(False)
     set_grad_checkpoint(model, cfg.runtime.grad_checkpoint)
     net, opt = _compile(model, cfg, device), torch.optim.Adam(model.parameters(), lr=d.lr)
     diffusion = GaussianDiffusion(get_named_beta_schedule(d.noise_schedule, d.diffusion_steps))
     gen = torch.Generator().manual_seed(0)
-    x0 = _rand_images(d.batch_size, d.image_size, device, gen) * 2 - 1
+    images = torch.rand(max(32, d.batch_size), 3, d.image_size, d.image_size, generator=gen) * 2 - 1
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        t = to_device(torch.randint(0, d.diffusion_steps, (d.batch_size,), generator=gen), device)
-        with autocast(device, cfg.runtime.bf16):
-            loss = diffusion.training_losses(net, x0, t)["loss"].float().mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), d.grad_clip)
-        opt.step()
-        _ema_update(ema, model, d.ema_rate)  # the stage reads its loss every 25 steps: no sync here
+    def step() -> None:  # the stage reads its loss every 25 steps: no sync here
+        train_step(model, net, ema, opt, diffusion, images, None, gen, d, cfg.runtime.bf16, device)
 
     seconds = time_per_iter(step, device, BUDGETS[quick]["diffusion_train"], "diffusion_train", back_to_back=True)
     return {"diffusion_train_steps_per_s": 1.0 / seconds, "diffusion_train_batch": d.batch_size,
@@ -270,73 +255,36 @@ def _training_data(cfg: Config, device: torch.device, n_images: int = 32) -> Any
     return TrainingData(images, foreground, SIASource(sia), size)
 
 
-def random_selection(channels: list[int], dims: list[int]) -> list[torch.Tensor]:
-    """A fixed random AFS selection of ``dims`` channels per layer: speed and memory do not depend on which."""
-    gen = torch.Generator().manual_seed(2)
-    return [torch.randperm(c, generator=gen)[:m].sort().values for c, m in zip(channels, dims, strict=True)]
-
-
-def _backbone(cfg: Config, device: torch.device, channels_last: bool) -> torch.nn.Module:
-    from realnet_core.features.backbones import build_backbone
-
-    return _prepare(build_backbone(cfg.backbone.name, weights="random"), device, channels_last)
-
-
 def bench_afs(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
-    """Stage 3 per batch: synthesize, backbone on anomalous and normal images, accumulate Eq. 4."""
+    """Stage 3's own batch (``select_features.afs_step``): synthesize, backbone on both images, Eq. 4."""
     from realnet_core.methods.realnet.afs import AFSAccumulator
-    from stages.training_data import paired_features, synth_kwargs
+    from stages.realnet.select_features import afs_step
 
-    backbone = _backbone(cfg, device, channels_last)
+    backbone = backbone_model(cfg, device, channels_last)
     net, data, acc = _compile(backbone, cfg, device), _training_data(cfg, device), AFSAccumulator(backbone.channels)
-    gen, kwargs, n = torch.Generator().manual_seed(3), synth_kwargs(cfg), cfg.afs.batch_size
+    gen, n = torch.Generator().manual_seed(3), cfg.afs.batch_size
 
     @torch.no_grad()
     def batch() -> None:
-        normal, aug, mask = data.batch(n, gen, 0.0, kwargs)
-        feats_a, feats_n = paired_features(net, aug, normal, device, cfg.runtime.bf16)
-        acc.update(feats_a, feats_n, mask)
+        afs_step(net, acc, data, gen, cfg, device)
 
     seconds = time_per_iter(batch, device, BUDGETS[quick]["afs"], "afs", back_to_back=True)
     return {"afs_seconds_per_1024_images": seconds * 1024 / n, "afs_batch": n, "backbone_params": _params(backbone)}
 
 
-def _realnet(cfg: Config, backbone: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
-    from stages.realnet.train_realnet import build_model
-
-    selected = random_selection(list(backbone.channels), list(cfg.afs.dims))
-    return _prepare(build_model(cfg, list(backbone.channels), selected), device, channels_last)
-
-
-def inference_models(cfg: Config, device: torch.device,
-                     channels_last: bool = False) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The profile's backbone and RealNet head (random weights), as evaluation loads them."""
-    from realnet_core.runtime import for_inference
-
-    backbone = for_inference(_backbone(cfg, device, channels_last))
-    return backbone, for_inference(_realnet(cfg, backbone, device, channels_last))
-
-
 def bench_realnet_train(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
-    """Stage 4's step: synthetic batch, one backbone pass, RealNet forward/backward and an Adam step."""
-    from realnet_core.runtime import autocast
-    from stages.training_data import paired_features, synth_kwargs
+    """Stage 4's own training step (``train_realnet.train_step``)."""
+    from stages.realnet.train_realnet import train_step
+    from stages.training_data import synth_kwargs
 
-    backbone = _backbone(cfg, device, channels_last)
-    model = _realnet(cfg, backbone, device, channels_last).train()
+    backbone = backbone_model(cfg, device, channels_last)
+    model = realnet_model(cfg, backbone, device, channels_last).train()
     bb, net = _compile(backbone, cfg, device), _compile(model, cfg, device)
     opt, data = torch.optim.Adam(model.parameters(), lr=cfg.train.lr), _training_data(cfg, device)
     gen, kwargs, n = torch.Generator().manual_seed(4), synth_kwargs(cfg), cfg.train.batch_size
 
-    def step() -> None:
-        normal, aug, mask = data.batch(n, gen, cfg.synthesis.normal_fraction, kwargs)
-        feats_a, feats_n = paired_features(bb, aug, normal, device, cfg.runtime.bf16)
-        with autocast(device, cfg.runtime.bf16):
-            out = net(feats_a, feats_n, out_size=aug.shape[-2:])
-            loss = model.loss(out, mask)
-        opt.zero_grad(set_to_none=True)
-        loss["total"].backward()
-        opt.step()  # the stage reads its losses back once per epoch: no sync here
+    def step() -> None:  # the stage reads its losses back once per epoch: no sync here
+        train_step(model, net, bb, opt, data, gen, cfg, device, kwargs)
 
     seconds = time_per_iter(step, device, BUDGETS[quick]["realnet_train"], "realnet_train", back_to_back=True)
     return {"realnet_train_steps_per_s": 1.0 / seconds, "realnet_train_batch": n, "realnet_params": _params(model)}
@@ -452,7 +400,7 @@ _PROBE = """
 import json, sys
 import flows
 import torch
-from flows.bench_parts import bench_diffusion_train
+from flows.bench.parts import bench_diffusion_train
 from realnet_core.config import load_config
 from realnet_core.runtime import set_cpu_threads
 cfg = load_config(sys.argv[1], sys.argv[3:])

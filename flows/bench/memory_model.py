@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from flows.roofline import FusedAttention, compute_dtype, meta_realnet, meta_unet, tensors_in
+from flows.bench.roofline import FusedAttention, compute_dtype, meta_realnet, meta_unet, tensors_in
 from realnet_core.config import Config
 
 # ---------------------------------------------------------------- counting storages
@@ -149,7 +149,7 @@ def inference_memory(cfg: Config) -> dict[str, float]:
     Run for real on the CPU, under CPU autocast when ``runtime.bf16`` (the meta device has no autocast,
     and what autocast keeps alive is the point), with the modules as evaluation loads them.
     """
-    from flows.bench_parts import inference_models
+    from flows.bench.models import inference_models
     from stages.realnet.detector import anomaly_maps
 
     backbone, head = inference_models(cfg, torch.device("cpu"))
