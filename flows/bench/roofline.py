@@ -1,4 +1,4 @@
-"""A roofline model of one forward pass: what bounds it, FLOPs or memory traffic, before any GPU is lent.
+"""A roofline model of one forward pass: what bounds it, FLOPs or memory traffic, computed without a GPU.
 
 The forward runs on the meta device (shapes only, no compute, seconds on a CPU). Every aten op it
 dispatches is recorded with its FLOPs (torch's own FLOP formulas) and the bytes it reads and writes,
@@ -28,8 +28,8 @@ from torch.utils.flop_counter import flop_registry
 
 from realnet_core.config import Config
 
-# Ceilings measured on the lent NVIDIA H200 here (the device tool's KINDS.md, 2026-10-28): a bf16
-# 8192^3 matrix product on random data, and a device-to-device copy counting bytes read and written.
+# Ceilings of an NVIDIA H200 (BENCHMARKS.md, 2026-10-28): a bf16 8192^3 matrix product on random data,
+# and a device-to-device copy counting bytes read and written.
 H200_BF16_FLOPS = 788e12
 H200_BYTES_PER_S = 4.3e12
 

@@ -96,7 +96,7 @@ def _part(name: str, device: torch.device, result: dict[str, Any]) -> Iterator[d
         if device.type == "cuda":
             box.setdefault(f"{name}_peak_cuda_mb", peak_cuda_mb(device))
     result["notes"].extend(box.pop("notes", []))
-    # Warm-up and compilation included: what a GPU session has to budget for, and what compile costs a stage.
+    # Warm-up and compilation included: what a GPU run has to budget for, and what compile costs a stage.
     box[f"{name}_wall_s"] = time.perf_counter() - t0
     result.update(box)
     result.update(TRACE["results"])

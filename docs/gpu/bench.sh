@@ -1,25 +1,23 @@
 #!/usr/bin/env bash
-# The paper-profile GPU measurements that BENCHMARKS.md needs, in ONE call of the device tool.
-#   here, once:  bash docs/gpu/wheels.sh
-#   then:        run(command="bash docs/gpu/session.sh", carry=[".whl"], timeout_s=480)
-# A lent machine has 15 minutes of device time in all, its start included, so `all` (the default) runs every
-# phase in order of importance under one deadline (DEADLINE seconds, 420 by default) and skips what no longer
-# fits. That leaves time for a second call that reruns one phase: `bash docs/gpu/session.sh PHASE`.
-# PHASE: all | tests | sia | inference | stages | memory | trace | latency. Arguments after PHASE go to each of its benches:
-#   bash docs/gpu/session.sh sia --set runtime.cudnn_benchmark=true
-# The device tool brings back at most 8 files from $OUT, so everything lands in three: summary.txt (also printed
-# last, where the tool's reply shows it), session.tar.gz (every log, JSON report and op table) and the traces.
-# Smoke check on a CPU, the same plumbing in a few minutes:
-#   DEVICE=cpu PROFILE=demo QUICK=1 PY=.venv/bin/python OUT=/tmp/gpu-smoke bash docs/gpu/session.sh
+# The paper-profile benchmarks of BENCHMARKS.md on any CUDA machine, one script under one deadline.
+#   bash docs/gpu/bench.sh [PHASE] [bench args]      PHASE: all (default) | tests | sia | inference | stages |
+#                                                     memory | trace | latency
+#   e.g. bash docs/gpu/bench.sh sia --set runtime.cudnn_benchmark=true
+# `all` runs the phases in order of importance and skips what no longer fits before DEADLINE seconds (420 by
+# default). Results land in $OUT (default /tmp/out): summary.txt (also printed last), bench.tar.gz (every log,
+# JSON report and op table) and the gzipped profiler traces. On a machine without zarr or pydantic, put their
+# wheels in .whl/ first (bash docs/gpu/wheels.sh, on a machine with PyPI).
+# The same plumbing on a CPU in a few minutes:
+#   DEVICE=cpu PROFILE=demo QUICK=1 PY=.venv/bin/python OUT=/tmp/gpu-smoke bash docs/gpu/bench.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 OUT=${OUT:-/tmp/out} PY=${PY:-python3} DEVICE=${DEVICE:-cuda} PROFILE=${PROFILE:-paper}
 here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d)/session
+work=$(mktemp -d)/bench
 mkdir -p "$OUT" "$work/traces"
 end=$(( $(date +%s) + ${DEADLINE:-420} ))
 
-if ! "$PY" -c "import zarr, pydantic" 2>/dev/null; then  # the GPU image lacks them: carry .whl (wheels.sh)
+if ! "$PY" -c "import zarr, pydantic" 2>/dev/null; then  # an image without them: the wheels of wheels.sh
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit 1
   export PYTHONPATH=/tmp/site:$PWD
@@ -71,7 +69,7 @@ phase() {
     stages)  # AFS and RealNet training, compiled
       bench stages 150 --part afs --part realnet_train ;;
     memory)  # diffusion training's peak memory with and without gradient checkpointing (eager: no compile wait),
-      # beside what flows/memory_model.py predicts for both (seconds, no GPU work)
+      # beside what flows/bench/memory_model.py predicts for both (seconds, no GPU work)
       bench memory_model 40 --part memory_model
       bench diffusion 90 --part diffusion_train --set runtime.compile=false
       bench diffusion_ckpt 90 --part diffusion_train --set runtime.compile=false --set runtime.grad_checkpoint=true ;;
@@ -80,7 +78,7 @@ phase() {
       bench inference_trace 90 --part inference --quick --trace "$work/traces" ;;
     latency)  # batch-1 inference was bound by launches (10 images/s eager): CUDA graphs through Inductor
       bench latency 150 --part inference --set runtime.compile_mode=reduce-overhead ;;
-    *) echo "usage: session.sh [all|tests|sia|inference|stages|memory|trace|latency] [bench args]" >&2; exit 2 ;;
+    *) echo "usage: bench.sh [all|tests|sia|inference|stages|memory|trace|latency] [bench args]" >&2; exit 2 ;;
   esac
 }
 
@@ -94,7 +92,7 @@ fi
 
 "$PY" "$here/summary.py" "$work" | tee "$work/summary.txt"
 cp "$work/summary.txt" "$OUT/"
-for trace in "$work"/traces/*.trace.json; do  # files over 16 MB do not come back
+for trace in "$work"/traces/*.trace.json; do  # gzipped: a trace is tens of MB
   [ -f "$trace" ] && gzip -9c "$trace" > "$OUT/$(basename "$trace").gz" && rm "$trace"
 done
-tar -czf "$OUT/session.tar.gz" -C "$(dirname "$work")" session
+tar -czf "$OUT/bench.tar.gz" -C "$(dirname "$work")" bench
