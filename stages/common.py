@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from realnet_core.config import Config
 from realnet_core.runtime import resolve_device, set_cpu_threads
+from storage.checkpoints import load_checkpoint
 from storage.keys import artifact_key
 from storage.store import ArtifactRef, Store
 
@@ -75,6 +76,21 @@ class StageResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.ref.to_dict(), "status": self.status, "seconds": round(self.seconds, 3)}
+
+
+# ---------------------------------------------------------------- resuming
+
+
+def resume(path: Path, gen: torch.Generator, **modules: Any) -> dict[str, Any] | None:
+    """The state a killed build saved at ``path``, loaded into ``modules`` (each under its own key, in
+    order) and ``gen``; None when there is none, so the build starts fresh."""
+    if not path.exists():
+        return None
+    state = load_checkpoint(path)
+    for key, module in modules.items():
+        module.load_state_dict(state[key])
+    gen.set_state(state["rng"])
+    return state
 
 
 # ---------------------------------------------------------------- methods

@@ -23,7 +23,7 @@ from realnet_core.diffusion.unet import set_grad_checkpoint
 from realnet_core.runtime import accelerate, autocast, seed_generator, seeded_init, to_device
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_model
-from stages.common import DATASET_SCOPE, StageContext
+from stages.common import DATASET_SCOPE, StageContext, resume
 from stages.inputs import (
     category_split,
     files_fingerprint,
@@ -32,7 +32,7 @@ from stages.inputs import (
     train_fingerprint,
     train_images,
 )
-from storage.checkpoints import load_checkpoint, save_checkpoint
+from storage.checkpoints import save_checkpoint
 from storage.tables import write_table
 
 NAME = "train_diffusion"
@@ -106,12 +106,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     gen = seed_generator(cfg.seed, ctx.dataset, slot, "train_diffusion")
 
     state_path, step, log = ctx.workdir / "train_state.pt", 0, []
-    if state_path.exists():  # resume after a kill
-        state = load_checkpoint(state_path)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["rng"])
+    if state := resume(state_path, gen, model=model, ema=ema, opt=opt):  # after a kill
         step, log = int(state["step"]), list(state["log"])
     resumed_from = step  # recorded in the manifest: 0 for a fresh start
 

@@ -22,7 +22,7 @@ from realnet_core.features.backbones import build_backbone
 from realnet_core.methods.realnet.realnet import RealNet
 from realnet_core.runtime import accelerate, autocast, seed_generator, seeded_init
 from realnet_core.viz import make_grid, write_png
-from stages.common import StageContext
+from stages.common import StageContext, resume
 from stages.inputs import category_split
 from stages.loaders import SourceSteps, prefetch
 from stages.realnet.detector import BUNDLE, save_bundle
@@ -35,7 +35,7 @@ from stages.training_data import (
     synthesis_key,
     training_fingerprint,
 )
-from storage.checkpoints import load_checkpoint, save_checkpoint
+from storage.checkpoints import save_checkpoint
 from storage.tables import write_table
 
 NAME = "train_realnet"
@@ -91,11 +91,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     kwargs = synth_kwargs(ctx.cfg)
 
     state_path, epoch, log = ctx.workdir / "train_state.pt", 0, []
-    if state_path.exists():  # resume after a kill
-        state = load_checkpoint(state_path)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["rng"])
+    if state := resume(state_path, gen, model=net, opt=opt):  # after a kill
         epoch, log = int(state["epoch"]), list(state["log"])
     resumed_from = epoch  # recorded in the manifest: 0 for a fresh start
 
