@@ -70,9 +70,8 @@ class RunPlan(BaseModel):
 
 def plan_config(cfg: Config, categories: list[str] | None = None, dataset: str | None = None,
                 rerun: list[str] | None = None, artifacts: str | None = None) -> RunPlan:
-    """The plan for a config: the root writable, the bundled data built, every input file present."""
-    root = artifacts_root(artifacts)
-    Store(root).check_writable()
+    """The plan for a config: safe target names, the bundled data built, every input file present, the root
+    writable."""
     targets = resolve_targets(cfg, categories, dataset)
     ensure_demo_data(cfg, targets)
     dag.check_inputs(cfg)
@@ -80,6 +79,9 @@ def plan_config(cfg: Config, categories: list[str] | None = None, dataset: str |
     # On Ray, Ray hands each task its device; here, the slots of this machine.
     ray = cfg.runtime.task_runner == "ray"
     devices = [] if ray else visible_devices(cfg.runtime.gpus, cfg.runtime.device)
+    # Last: a run that fails a check above leaves no folder behind, not even an empty root.
+    root = artifacts_root(artifacts)
+    Store(root).check_writable()
     return RunPlan(cfg=cfg, targets=targets, root=root, forced=forced, devices=devices)
 
 
