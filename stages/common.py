@@ -1,6 +1,7 @@
 """What every stage shares: artifact keys, the cache check, locking, and finalising.
 
-A stage module defines ``NAME``, ``VERSION``, ``MEMORY_HINT`` (the settings that shrink its GPU memory),
+A stage module defines ``NAME``, ``VERSION``, ``TABLES`` (the Parquet tables it writes, for ``stages.tables``),
+``MEMORY_HINT`` (the settings that shrink its GPU memory),
 ``FILES`` (the config keys naming files it reads, such as weights: ``fingerprint`` covers them and
 ``dag.check_inputs`` checks them before the first stage), ``key_config(cfg)``,
 ``fingerprint(cfg, dataset, category)`` and ``run(ctx) -> dict``. ``execute`` turns that into a cached,
