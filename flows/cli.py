@@ -60,7 +60,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from storage.tables import load, table_stage
+    from stages.tables import load, table_stage
 
     stage, keys = table_stage(args.name), None
     if args.current:  # the artifacts of this config, which need not be the newest ones
@@ -128,7 +128,7 @@ def cmd_dev_data(args: argparse.Namespace) -> int:
 
 
 def cmd_devbench(args: argparse.Namespace) -> int:
-    from flows.devbench import run_devbench
+    from flows.bench.devbench import run_devbench
 
     table = run_devbench(args.config, args.set, args.category, args.data_root, args.artifacts, args.baseline_only)
     print(table.to_json(orient="records", indent=2) if args.json else table.to_string(index=False, float_format="%.4f"))
@@ -151,7 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from flows.bench import run_bench
+    from flows.bench.run import run_bench
 
     result = run_bench(args.profile, device=args.device, quick=args.quick, overrides=args.set or None,
                        parts=args.part or None, channels_last=args.channels_last, trace_dir=args.trace)
@@ -166,7 +166,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _default_artifacts() -> str:
-    from flows.runner import artifacts_root
+    from flows.plan import artifacts_root
 
     return artifacts_root(None)
 
@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--part", action="append", help="only these parts (repeatable): sia, diffusion_train, afs, "
-                   "realnet_train, inference, roofline, memory_model, loading, cached_rerun")
+                   "realnet_train, inference, roofline, memory_model, loading, cached_rerun, busy_cpu")
     p.add_argument("--channels-last", action="store_true", help="run the networks in channels_last layout")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. runtime.compile=true")
     p.add_argument("--trace", metavar="DIR", help="also write a profiler trace and op table of each part to DIR")

@@ -14,25 +14,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import UnfinishedRun, UpstreamTaskError
 
-from flows.gpu import shared_pool, visible_devices
-from flows.graph import resolve_targets, summary_rows, walk
+from flows.graph import summary_rows, walk
+from flows.plan import RunPlan, plan_run, run_stage_now
 from flows.reports import publish_reports
-from flows.runner import artifacts_root, ensure_demo_data, make_config
 from realnet_core.config import Config
-from stages import dag
-from stages.common import execute
-from storage.store import ArtifactRef, Store
-
-
-def run_stage_now(stage: str, cfg: Config, artifacts: str, dataset: str, category: str,
-                  upstream: dict[str, dict[str, Any]], force: bool, devices: list[str]) -> dict[str, Any]:
-    """Run (or reuse) one stage in this process, on the compute thread of the device slot it holds."""
-    store = Store(artifacts)
-    refs = {name: ArtifactRef.from_dict(r) for name, r in upstream.items()}
-    module = dag.MODULES[stage]
-    result = shared_pool(devices).run(
-        lambda device: execute(module, cfg, store, dataset, category, refs, force=force, device=device))
-    return result.to_dict()
 
 
 @task(name="stage", cache_policy=NO_CACHE, task_run_name="{stage}[{dataset}/{category}]", retries=0)
@@ -73,23 +58,21 @@ def _submit_all(cfg: Config, targets: list[tuple[str, str]], artifacts: str, for
 def realnet(categories: list[str] | None = None, dataset: str | None = None,
             data_roots: dict[str, str] | None = None, profile: str = "demo",
             overrides: list[str] | None = None, rerun: list[str] | None = None,
-            artifacts: str | None = None) -> dict[str, Any]:
-    """Run the five RealNet stages for the given categories, reusing every artifact already built."""
+            artifacts: str | None = None, plan: RunPlan | None = None) -> dict[str, Any]:
+    """Run every stage of the config's method for the given categories, reusing every artifact already built.
+
+    ``plan`` is the run planned by ``realnet run`` from the same arguments; a served deployment plans here.
+    """
     t0 = time.perf_counter()
-    cfg = make_config(profile, overrides, dataset, data_roots)
-    root = artifacts_root(artifacts)
-    Store(root).check_writable()
-    targets = resolve_targets(cfg, categories, dataset)
-    ensure_demo_data(cfg, targets)  # a served deployment's default (the demo) needs no data on the worker
-    dag.check_inputs(cfg, targets)
-    forced = dag.downstream_closure(list(rerun or []), cfg)
-    if cfg.runtime.task_runner == "ray":
-        results = _ray_graph(cfg, targets, root, forced)
+    plan = plan or plan_run(categories, dataset, data_roots, profile, overrides, rerun, artifacts)
+    forced = set(plan.forced)
+    if plan.cfg.runtime.task_runner == "ray":
+        results = _ray_graph(plan.cfg, plan.targets, plan.root, forced)
     else:
-        results = _submit_all(cfg, targets, root, forced, visible_devices(cfg.runtime.gpus, cfg.runtime.device))
+        results = _submit_all(plan.cfg, plan.targets, plan.root, forced, plan.devices)
     rows = summary_rows(results)
-    publish_reports(rows, root)
-    return {"profile": cfg.profile, "artifacts": root, "seconds": round(time.perf_counter() - t0, 3),
+    publish_reports(rows, plan.root)
+    return {"profile": plan.cfg.profile, "artifacts": plan.root, "seconds": round(time.perf_counter() - t0, 3),
             "stages": rows}
 
 

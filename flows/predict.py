@@ -12,11 +12,11 @@ import numpy as np
 from realnet_core.data.errors import DatasetError, DatasetProblems
 from realnet_core.data.images import check_file, read_rgb, resize_rgb
 from realnet_core.data.readers import IMAGE_EXTENSIONS, is_image_file
+from realnet_core.metrics import image_scores
+from realnet_core.runtime import resolve_device
 from realnet_core.viz import overlay, write_png
-from stages.common import resolve_device
-from stages.evaluate import image_scores
+from stages import methods
 from stages.inputs import to_tensor
-from stages.realnet_io import anomaly_maps, load_bundle
 
 
 def image_inputs(images: list[str]) -> list[Path]:
@@ -71,14 +71,14 @@ def predict(model: str, images: list[str], out: str = "predictions", device: str
     """Yield (image path, image score, heat-map path) for each image, one at a time."""
     files = image_inputs(images)
     dev = resolve_device(device)
-    backbone, net, bundle = load_bundle(model, dev)
-    size = int(bundle["image_size"])
+    detector = methods.load_detector(model, dev)
+    size = detector.image_size
     pool = pool or default_pool(size)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, stem in zip(files, output_stems(files), strict=True):
         img = read_rgb(path)
-        amap = anomaly_maps(backbone, net, to_tensor(resize_rgb(img, size)[None], dev))
+        amap = detector.anomaly_maps(to_tensor(resize_rgb(img, size)[None], dev))
         score = float(image_scores(amap, pool)[0])
         # The map goes back to the image's own size so it lines up with the original.
         full = cv2.resize(amap[0].cpu().numpy(), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)

@@ -6,7 +6,6 @@ overrides. Every error names the offending key, e.g. ``afs.dimz`` or ``sia.stren
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,9 +108,14 @@ class SynthesisConfig(_Section):
         return self
 
 
+class BackboneConfig(_Section):
+    """The frozen feature extractor every method shares."""
+
+    name: Literal["wide_resnet50_2", "resnet34", "resnet50", "efficientnet_lite0"] = "wide_resnet50_2"
+    weights: str | None = None
+
+
 class AFSConfig(_Section):
-    backbone: Literal["wide_resnet50_2", "resnet34", "resnet50", "efficientnet_lite0"] = "wide_resnet50_2"
-    backbone_weights: str | None = None
     dims: list[int] = Field(default_factory=lambda: [256, 512, 512, 256])
     batches: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -176,17 +180,23 @@ class RuntimeConfig(_Section):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+        from realnet_core.runtime import DEVICE_NAMES, parse_device
+
+        try:
+            parse_device(v)
+        except ValueError:
+            raise ValueError(f"must be {DEVICE_NAMES}, got {v!r}") from None
         return v
 
 
 class Config(_Section):
     profile: str = "custom"
+    method: str = Field("realnet", min_length=1, description="the detector: stages.methods.METHODS names them")
     data: DataConfig = Field(default_factory=DataConfig)
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     sia: SIAConfig = Field(default_factory=SIAConfig)
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     afs: AFSConfig = Field(default_factory=AFSConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
@@ -247,6 +257,10 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def parse_yaml(text: str) -> Any:
     """YAML as ``yaml.safe_load`` reads it, except that a duplicated key is a ConfigError naming it."""
     return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+# Keys set on their own, without a section.
+TOP_LEVEL_KEYS = ("method",)
+# Keys that moved: an old config file gets an error that names the new key, never a silent default.
+MOVED_KEYS = {"afs.backbone": "backbone.name", "afs.backbone_weights": "backbone.weights"}
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -255,7 +269,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {item!r} must look like section.key=value")
     key, raw = item.split("=", 1)
     path = [p for p in key.strip().split(".") if p]
-    if len(path) < 2:
+    if len(path) < 2 and not (len(path) == 1 and path[0] in TOP_LEVEL_KEYS):
         raise ConfigError(f"override {item!r} must name a section and a key, e.g. afs.dims=...")
     try:
         value = parse_yaml(raw) if raw.strip() else None
@@ -292,6 +306,17 @@ def _describe(err: Any, source: str, overridden: list[list[str]]) -> str:
     return f"override{text}" if from_override else f"{source}:{text.removeprefix(':')}"
 
 
+def _check_moved(tree: dict[str, Any], source: str, overridden: list[list[str]]) -> None:
+    moved = []
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(tree.get(section), dict) and key in tree[section]:
+            where = "override" if old.split(".") in overridden else source
+            moved.append(f"{where}: {old} is now {new}")
+    if moved:
+        raise ConfigError("; ".join(moved))
+
+
 def build_config(tree: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> Config:
     tree = dict(tree or {})
     overridden = []
@@ -299,6 +324,7 @@ def build_config(tree: dict[str, Any], overrides: list[str] | None = None, sourc
         path, value = parse_override(item)
         _apply(tree, path, value)
         overridden.append(path)
+    _check_moved(tree, source, overridden)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:

@@ -1,6 +1,7 @@
 """What every stage shares: artifact keys, the cache check, locking, and finalising.
 
-A stage module defines ``NAME``, ``VERSION``, ``MEMORY_HINT`` (the settings that shrink its GPU memory),
+A stage module defines ``NAME``, ``VERSION``, ``TABLES`` (the Parquet tables it writes, for ``stages.tables``),
+``MEMORY_HINT`` (the settings that shrink its GPU memory),
 ``FILES`` (the config keys naming files it reads, such as weights: ``fingerprint`` covers them and
 ``dag.check_inputs`` checks them before the first stage), ``key_config(cfg)``,
 ``fingerprint(cfg, dataset, category)`` and ``run(ctx) -> dict``. ``execute`` turns that into a cached,
@@ -15,20 +16,19 @@ survives a kill, so a rerun resumes from whatever checkpoint or shard the stage 
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
 from realnet_core.config import Config
-from realnet_core.devices import set_cpu_threads
+from realnet_core.runtime import resolve_device, set_cpu_threads
+from storage.checkpoints import load_checkpoint
 from storage.errors import OutOfSpace
 from storage.keys import artifact_key
 from storage.space import describe, free_bytes, no_space_cause
@@ -81,81 +81,56 @@ class StageResult:
         return {**self.ref.to_dict(), "status": self.status, "seconds": round(self.seconds, 3)}
 
 
-# ---------------------------------------------------------------- devices
+# ---------------------------------------------------------------- resuming
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"runtime.device={name!r} but no CUDA device is visible")
-    return device
+def resume(path: Path, gen: torch.Generator, **modules: Any) -> dict[str, Any] | None:
+    """The state a killed build saved at ``path``, loaded into ``modules`` (each under its own key, in
+    order) and ``gen``; None when there is none, so the build starts fresh."""
+    if not path.exists():
+        return None
+    state = load_checkpoint(path)
+    for key, module in modules.items():
+        module.load_state_dict(state[key])
+    gen.set_state(state["rng"])
+    return state
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU only: on CPU it is slower than float32 and changes results."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+# ---------------------------------------------------------------- methods
 
 
-def for_inference(module: torch.nn.Module) -> torch.nn.Module:
-    """Evaluation mode, and no weight asks for a gradient (gradients with respect to inputs still flow).
+class Detector(Protocol):
+    """A trained model behind the method seam: what evaluate, predict and the bench call."""
 
-    Autocast keeps a bf16 copy of every float32 weight that requires grad until its region ends, under
-    ``torch.no_grad()`` too: one batch-1 call of the paper-size RealNet held 1 GB of copies on top of its
-    2.2 GB of weights (BENCHMARKS.md, the memory model).
+    image_size: int  # the input size the model was trained at
+
+    def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, H, W) anomaly maps at the input size, higher is more anomalous."""
+        ...
+
+
+@dataclass(frozen=True)
+class Method:
+    """A detector, registered once in ``stages.methods``.
+
+    ``stages`` are its own stage modules in order, the last one writing ``model_file``; ``upstream(stage, cfg)``
+    names what each consumes (shared stages or its own); ``build_model`` is its factory from config to
+    network; ``load_detector(model, device, cfg=None)`` turns its model artifact into a :class:`Detector`.
+    ``paper_results`` is the CSV (beside its stages) of its paper's per-category numbers, in percent.
     """
-    return module.eval().requires_grad_(False)
 
+    name: str
+    sections: tuple[str, ...]
+    stages: tuple[ModuleType, ...]
+    upstream: Any  # Callable[[str, Config], list[str]]
+    build_model: Any  # Callable[..., torch.nn.Module]
+    load_detector: Any  # Callable[[str | Path, torch.device, Config | None], Detector]
+    model_file: str
+    paper_results: str | None = None
 
-def accelerate(module: torch.nn.Module, cfg: Config, device: torch.device) -> torch.nn.Module:
-    """The module to call in a hot loop: compiled when ``runtime.compile`` is set, else itself.
-
-    On a GPU it also goes channels_last, which pays only together with compile: alone it made SDAS
-    slower on an H100 (eager GroupNorm in NHWC), compiled it doubled it (BENCHMARKS.md). The returned
-    module shares the parameters: train, save and load through the original.
-    """
-    # Process-wide, so set at every call: stages of one run share the runtime config.
-    torch.backends.cudnn.benchmark = cfg.runtime.cudnn_benchmark
-    if not cfg.runtime.compile:
-        return module
-    import torch._dynamo as dynamo
-
-    # An optimisation must never fail a stage: what the compiler cannot handle runs eagerly instead.
-    dynamo.config.suppress_errors = True
-    if device.type == "cuda":
-        module = module.to(memory_format=torch.channels_last)
-    return torch.compile(module, mode=cfg.runtime.compile_mode)
-
-
-def derive_seed(seed: int, *parts: str) -> int:
-    """A 63-bit seed from a base seed and names, so categories and stages draw independent streams."""
-    import hashlib
-
-    digest = hashlib.sha256(":".join([str(seed), *parts]).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def seed_generator(seed: int, *parts: str, device: torch.device | str = "cpu") -> torch.Generator:
-    gen = torch.Generator(device=device)
-    gen.manual_seed(derive_seed(seed, *parts))
-    return gen
-
-
-@contextlib.contextmanager
-def seeded_init(seed: int, *parts: str) -> Iterator[None]:
-    """Seed torch's global RNG, which layer initialisers draw from, and restore it afterwards.
-
-    Without it, two builds of the same artifact key start from different random weights.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, *parts))
-        yield
+    @property
+    def model_stage(self) -> str:
+        return self.stages[-1].NAME
 
 
 # ---------------------------------------------------------------- keys

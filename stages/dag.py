@@ -1,4 +1,8 @@
-"""The stage graph: which stages a config needs and what each one consumes."""
+"""The stage graph: which stages a config needs and what each one consumes.
+
+The shared stages (train_diffusion, generate_sia, evaluate) frame the stages of the config's method,
+which ``stages.methods`` registers with their upstreams: evaluate consumes the method's model stage.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +11,31 @@ from types import ModuleType
 from realnet_core.config import Config, ConfigError
 from realnet_core.data.check import check_test_files
 from realnet_core.features.backbones import backbone_channels, weights_file
-from stages import evaluate, generate_sia, select_features, train_diffusion, train_realnet
+from stages import evaluate, generate_sia, methods, train_diffusion
 from stages.inputs import category_split, check_config_files
 
+DIFFUSION = ("train_diffusion", "generate_sia")  # the SIA source's stages
 MODULES: dict[str, ModuleType] = {
-    m.NAME: m for m in (train_diffusion, generate_sia, select_features, train_realnet, evaluate)
+    m.NAME: m for m in (train_diffusion, generate_sia,
+                        *(s for method in methods.METHODS.values() for s in method.stages), evaluate)
 }
 ORDER = list(MODULES)
 
 
 def active(cfg: Config) -> list[str]:
-    """The diffusion stages run only when the anomaly source is SIA."""
+    """The shared stages and the method's own; the diffusion stages only when the anomaly source is SIA."""
+    own = {s.NAME for s in methods.of(cfg).stages}
     sia = cfg.synthesis.source == "sia"
-    return [s for s in ORDER if sia or s not in ("train_diffusion", "generate_sia")]
+    return [s for s in ORDER
+            if (methods.owner(s) is None or s in own) and (sia or s not in DIFFUSION)]
 
 
 def upstream(stage: str, cfg: Config) -> list[str]:
-    sia = cfg.synthesis.source == "sia"
-    return {
-        "train_diffusion": [],
-        "generate_sia": ["train_diffusion"],
-        "select_features": ["generate_sia"] if sia else [],
-        "train_realnet": ["select_features"] + (["generate_sia"] if sia else []),
-        "evaluate": ["train_realnet"],
-    }[stage]
+    method = methods.owner(stage)
+    if method is not None:
+        return method.upstream(stage, cfg)
+    return {"train_diffusion": [], "generate_sia": ["train_diffusion"],
+            "evaluate": [methods.of(cfg).model_stage]}[stage]
 
 
 def downstream_closure(stages: list[str], cfg: Config) -> set[str]:
@@ -39,7 +44,7 @@ def downstream_closure(stages: list[str], cfg: Config) -> set[str]:
     if unknown:
         raise ValueError(f"unknown stage {unknown[0]!r}; stages are: {', '.join(ORDER)}")
     out = set(stages)
-    for s in ORDER:
+    for s in active(cfg):
         if any(u in out for u in upstream(s, cfg)):
             out.add(s)
     return out & set(active(cfg))
@@ -54,7 +59,7 @@ def check_inputs(cfg: Config, targets: list[tuple[str, str]] | None = None) -> N
     """
     for stage in active(cfg):
         check_config_files(cfg, MODULES[stage].FILES)
-    weights_file(cfg.afs.backbone, cfg.afs.backbone_weights)
+    weights_file(cfg.backbone.name, cfg.backbone.weights)
     check_settings(cfg)
     for dataset, category in targets or []:
         # Evaluate, the last stage, reads the test set: a broken one must fail before the first stage,
@@ -65,8 +70,10 @@ def check_inputs(cfg: Config, targets: list[tuple[str, str]] | None = None) -> N
 def check_settings(cfg: Config) -> None:
     """Values that validation accepts alone but a later stage cannot use with the rest of the config."""
     # select_features (stage 3, after diffusion training and SIA) keeps afs.dims[k] channels of layer k.
-    channels = backbone_channels(cfg.afs.backbone)
+    if "select_features" not in active(cfg):
+        return
+    channels = backbone_channels(cfg.backbone.name)
     too_many = [f"layer{k + 1} has {c}" for k, (m, c) in enumerate(zip(cfg.afs.dims, channels, strict=True)) if m > c]
     if too_many:
-        raise ConfigError(f"afs.dims={cfg.afs.dims}: more channels than {cfg.afs.backbone} has "
+        raise ConfigError(f"afs.dims={cfg.afs.dims}: more channels than {cfg.backbone.name} has "
                           f"({', '.join(too_many)}); give at most {list(channels)}")

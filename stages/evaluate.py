@@ -13,22 +13,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from realnet_core import metrics
 from realnet_core.config import Config
 from realnet_core.data.images import load_batch
 from realnet_core.viz import triptych, write_png
-from stages.common import StageContext, accelerate
+from stages import methods
+from stages.common import StageContext
 from stages.inputs import category_split, test_fingerprint, test_masks, to_tensor
 from stages.loaders import TestBatches, prefetch
-from stages.realnet_io import anomaly_maps, load_bundle
 from storage.arrays import write_float_maps
 from storage.tables import write_table
 
 NAME = "evaluate"
-VERSION = "2"  # 2: overlays named by the test image's own file name
-# The backbone file is the one the model bundle names, already in train_realnet's fingerprint.
+VERSION = "2"
+TABLES = ("metrics", "scores")
+# The backbone file is the one the model artifact names, already in its stage's fingerprint.
 FILES: tuple[str, ...] = ()
 MEMORY_HINT = "a smaller evaluate.batch_size"
 
@@ -41,20 +41,14 @@ def fingerprint(cfg: Config, dataset: str, category: str) -> str:
     return test_fingerprint(cfg, dataset, category)
 
 
-def image_scores(maps: torch.Tensor, pool: int) -> torch.Tensor:
-    """Max of the map after pool x pool average pooling (stride 1), the paper's image score."""
-    k = min(pool, maps.shape[-1], maps.shape[-2])
-    return F.avg_pool2d(maps[:, None], k, stride=1).flatten(1).amax(1)
-
-
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg.evaluate
     split = category_split(ctx.cfg, ctx.dataset, ctx.category)
     if not split.test:
         raise ValueError(f"{split.root}/{split.category}: no test images to evaluate")
-    backbone, net, bundle = load_bundle(ctx.upstream_path("train_realnet"), ctx.device)
-    backbone, net = accelerate(backbone, ctx.cfg, ctx.device), accelerate(net, ctx.cfg, ctx.device)
-    size = int(bundle["image_size"])
+    model_stage = methods.of(ctx.cfg).model_stage
+    detector = methods.load_detector(ctx.upstream_path(model_stage), ctx.device, ctx.cfg)
+    size = detector.image_size
     masks = test_masks(split, size)
     maps = np.zeros((len(split.test), size, size), np.float32)
     bar = ctx.progress(len(split.test), "evaluate", unit="img")
@@ -63,12 +57,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
     lo = 0
     for batch in prefetch(batches, range(len(batches)), ctx.device, ctx.cfg.runtime.loader_workers):
         imgs = to_tensor(batch, ctx.device)
-        maps[lo: lo + len(imgs)] = anomaly_maps(backbone, net, imgs, ctx.cfg.runtime.bf16).cpu().numpy()
+        maps[lo: lo + len(imgs)] = detector.anomaly_maps(imgs).cpu().numpy()
         lo += len(imgs)
         bar.update(len(imgs))
     bar.close()
     seconds = time.perf_counter() - t0
-    scores = image_scores(torch.from_numpy(maps), cfg.pool_size).numpy()
+    scores = metrics.image_scores(torch.from_numpy(maps), cfg.pool_size).numpy()
     labels = np.array([s.label for s in split.test])
 
     row = {
@@ -78,7 +72,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "pro": metrics.pro(masks, maps, fpr_limit=cfg.pro_fpr_limit),
         "n_test": len(labels), "n_anomalous": int(labels.sum()), "n_normal": int((labels == 0).sum()),
         "images_per_s": len(labels) / max(seconds, 1e-9),
-        "model_key": ctx.upstream["train_realnet"].key, "evaluate_key": ctx.ref.key,
+        "method": ctx.cfg.method, "model_key": ctx.upstream[model_stage].key, "evaluate_key": ctx.ref.key,
     }
     write_table(pd.DataFrame([row]), ctx.workdir / "metrics.parquet")
     write_table(pd.DataFrame({

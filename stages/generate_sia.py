@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from realnet_core.config import Config
+from realnet_core.runtime import accelerate, for_inference, seed_generator
 from realnet_core.viz import make_grid, write_png
-from stages import diffusion_io
-from stages.common import StageContext, accelerate, for_inference, seed_generator
+from stages import diffusion_model
+from stages.common import StageContext
 from stages.inputs import category_split, files_fingerprint, to_tensor, train_images
 from storage.arrays import (
     ShardProgress,
@@ -32,6 +33,7 @@ from storage.arrays import (
 
 NAME = "generate_sia"
 VERSION = "3"
+TABLES: tuple[str, ...] = ()
 FILES = ("sia.classifier_checkpoint",)
 MEMORY_HINT = "a smaller sia.batch_size"
 
@@ -60,7 +62,7 @@ def _classifier_cond(ctx: StageContext, class_index: int | None):
 
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg.sia
-    model, flags, cats = diffusion_io.load_ema(f"{ctx.upstream_path('train_diffusion')}/ema.pt", ctx.device)
+    model, flags, cats = diffusion_model.load_ema(f"{ctx.upstream_path('train_diffusion')}/ema.pt", ctx.device)
     model = accelerate(model, ctx.cfg, ctx.device)
     class_index = cats.index(ctx.category) if flags.get("num_classes") else None
     cond_fn = _classifier_cond(ctx, class_index)
@@ -87,7 +89,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             for start in range(0, count, cfg.batch_size):
                 b = min(cfg.batch_size, count - start)
                 s = _group_strengths(b, cfg.strength, gen)
-                batches.append(_to_host(diffusion_io.sample_images(
+                batches.append(_to_host(diffusion_model.sample_images(
                     model, flags, ctx.cfg.diffusion, b, s, gen, ctx.device, steps=cfg.sampling_steps,
                     class_index=class_index, ddim=cfg.ddim, cond_fn=cond_fn, bf16=ctx.cfg.runtime.bf16)))
                 strs.append(s.numpy())

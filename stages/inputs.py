@@ -55,7 +55,7 @@ def config_files(cfg: Config, keys: Iterable[str]) -> dict[str, str]:
     used = {
         "diffusion.init_checkpoint": cfg.diffusion.init_checkpoint,
         "sia.classifier_checkpoint": cfg.sia.classifier_checkpoint if cfg.sia.guidance_scale > 0 else None,
-        "afs.backbone_weights": None if cfg.afs.backbone_weights == RANDOM else cfg.afs.backbone_weights,
+        "backbone.weights": None if cfg.backbone.weights == RANDOM else cfg.backbone.weights,
         "synthesis.texture_root": cfg.synthesis.texture_root if cfg.synthesis.source == "texture" else None,
     }
     return {key: used[key] for key in keys if used[key]}

@@ -18,8 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from realnet_core.data.images import load_batch
-from realnet_core.devices import to_device
-from stages.common import seed_generator
+from realnet_core.runtime import seed_generator, to_device
 
 PREFETCH_BATCHES = 4  # per worker
 

@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from realnet_core.config import Config
+from realnet_core.config import Config, DiffusionConfig
 from realnet_core.data.check import check_test_files
-from realnet_core.devices import to_device
 from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
 from realnet_core.diffusion.unet import set_grad_checkpoint
+from realnet_core.runtime import accelerate, autocast, seed_generator, seeded_init, to_device
 from realnet_core.viz import make_grid, write_png
-from stages import diffusion_io
-from stages.common import DATASET_SCOPE, StageContext, accelerate, autocast, seed_generator, seeded_init
+from stages import diffusion_model
+from stages.common import DATASET_SCOPE, StageContext, resume
 from stages.inputs import (
     category_split,
     files_fingerprint,
@@ -32,11 +32,12 @@ from stages.inputs import (
     train_fingerprint,
     train_images,
 )
-from storage.checkpoints import load_checkpoint, save_checkpoint
+from storage.checkpoints import save_checkpoint
 from storage.tables import write_table
 
 NAME = "train_diffusion"
-VERSION = "2"  # 2: weights initialised from the stage seed (reproducible per key)
+VERSION = "2"
+TABLES = ("loss_log",)
 FILES = ("diffusion.init_checkpoint",)
 MEMORY_HINT = (
     "runtime.grad_checkpoint=true (same gradients, about 16% slower),"
@@ -89,14 +90,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
     data, labels, cats = _training_set(ctx)
     center, x0_range = _color_prior(data, cfg.color_prior)
     data = data - torch.tensor(center).view(1, 3, 1, 1)
-    flags = diffusion_io.unet_flags(cfg, num_classes=len(cats) if labels is not None else None)
+    flags = diffusion_model.unet_flags(cfg, num_classes=len(cats) if labels is not None else None)
     # A dataset-scoped model is one artifact for every category: its seeds must not depend on which
     # category's task happened to build it.
     slot = DATASET_SCOPE if labels is not None else ctx.category
     with seeded_init(cfg.seed, ctx.dataset, slot, "train_diffusion", "init"):
-        model = diffusion_io.build_unet(flags).to(dev)
+        model = diffusion_model.build_unet(flags).to(dev)
     if cfg.init_checkpoint:
-        diffusion_io.load_init(model, cfg.init_checkpoint)
+        diffusion_model.load_init(model, cfg.init_checkpoint)
     ema = copy.deepcopy(model).requires_grad_(False)
     set_grad_checkpoint(model, ctx.cfg.runtime.grad_checkpoint)
     forward = accelerate(model, ctx.cfg, dev)
@@ -105,12 +106,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     gen = seed_generator(cfg.seed, ctx.dataset, slot, "train_diffusion")
 
     state_path, step, log = ctx.workdir / "train_state.pt", 0, []
-    if state_path.exists():  # resume after a kill
-        state = load_checkpoint(state_path)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["rng"])
+    if state := resume(state_path, gen, model=model, ema=ema, opt=opt):  # after a kill
         step, log = int(state["step"]), list(state["log"])
     resumed_from = step  # recorded in the manifest: 0 for a fresh start
 
@@ -130,22 +126,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             bar.set_postfix(loss=f"{log[-1]['loss']:.4f}", steps_s=f"{rate:.2f}", refresh=False)
 
     while step < cfg.steps:
-        opt.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=dev)
-        for _ in range(cfg.grad_accum):
-            idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
-            x0 = to_device(data[idx], dev)
-            t = to_device(torch.randint(0, cfg.diffusion_steps, (cfg.batch_size,), generator=gen), dev)
-            noise = to_device(torch.randn(x0.shape, generator=gen), dev)
-            kwargs = {"y": to_device(labels[idx], dev)} if labels is not None else None
-            with autocast(dev, ctx.cfg.runtime.bf16):
-                losses = diffusion.training_losses(forward, x0, t, model_kwargs=kwargs, noise=noise)
-            loss = losses["loss"].float().mean() / cfg.grad_accum
-            loss.backward()
-            total += loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        _ema_update(ema, model, cfg.ema_rate)
+        total, grad_norm = train_step(model, forward, ema, opt, diffusion, data, labels, gen, cfg,
+                                      ctx.cfg.runtime.bf16, dev)
         step += 1
         pending.append((step, total, grad_norm))
         bar.update(1)
@@ -163,6 +145,31 @@ def run(ctx: StageContext) -> dict[str, Any]:
     state_path.unlink(missing_ok=True)
     return {"steps": step, "final_loss": float(np.mean([r["loss"] for r in log[-50:]])) if log else None,
             "categories": cats, "train_images": int(n), "resumed_from_step": resumed_from}
+
+
+def train_step(model: torch.nn.Module, forward: Any, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+               diffusion: GaussianDiffusion, data: torch.Tensor, labels: torch.Tensor | None, gen: torch.Generator,
+               cfg: DiffusionConfig, bf16: bool, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step (the stage's and the bench's): ``grad_accum`` batches drawn from the host images,
+    the hybrid loss under autocast, backward, clip, Adam and the EMA update. Returns (loss, grad norm) on the
+    device: reading them would wait for the GPU."""
+    opt.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=dev)
+    for _ in range(cfg.grad_accum):
+        idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
+        x0 = to_device(data[idx], dev)
+        t = to_device(torch.randint(0, cfg.diffusion_steps, (cfg.batch_size,), generator=gen), dev)
+        noise = to_device(torch.randn(x0.shape, generator=gen), dev)
+        kwargs = {"y": to_device(labels[idx], dev)} if labels is not None else None
+        with autocast(dev, bf16):
+            losses = diffusion.training_losses(forward, x0, t, model_kwargs=kwargs, noise=noise)
+        loss = losses["loss"].float().mean() / cfg.grad_accum
+        loss.backward()
+        total += loss.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    _ema_update(ema, model, cfg.ema_rate)
+    return total, grad_norm
 
 
 @torch.no_grad()
@@ -184,7 +191,7 @@ def _sample_grid(ctx: StageContext, ema: torch.nn.Module, flags: dict, cats: lis
     classes = [i % len(cats) for i in range(per_row)] if flags.get("num_classes") else None
     for s in strengths:
         gen = seed_generator(ctx.cfg.diffusion.seed, "samples")
-        imgs = diffusion_io.sample(ema, flags, ctx.cfg.diffusion, per_row, s, gen, ctx.device,
+        imgs = diffusion_model.sample(ema, flags, ctx.cfg.diffusion, per_row, s, gen, ctx.device,
                                    class_index=classes, bf16=ctx.cfg.runtime.bf16)
         rows.append(imgs)
         labels += [f"{cats[c]} s={s:.1f}" for c in classes] if classes else [f"s={s:.1f}"] * per_row

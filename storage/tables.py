@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -16,17 +16,6 @@ from .space import writing
 from .store import Store, StoreError
 
 ID_COLUMNS = ["stage", "dataset", "category", "artifact_key"]
-# Each table and the stage that writes it. A name outside these is a typo, not an empty table.
-TABLE_STAGES = {"metrics": "evaluate", "scores": "evaluate", "afs": "select_features",
-                "train_log": "train_realnet", "loss_log": "train_diffusion"}
-TABLES = tuple(TABLE_STAGES)
-
-
-def table_stage(name: str) -> str:
-    """The stage that writes table `name`; ValueError listing the tables for any other name."""
-    if name not in TABLE_STAGES:
-        raise ValueError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
-    return TABLE_STAGES[name]
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -46,7 +35,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_parquet(str(path), engine="pyarrow")
 
 
-def _may_hold(store: Store, ref, filename: str, stage: str) -> bool:
+def _may_hold(store: Store, ref, filename: str, stage: str | None) -> bool:
     """Whether a damaged artifact would have held the table: it lists or has the file, or its manifest
     does not parse and it belongs to the stage that writes the table."""
     if store.has_file(ref, filename):
@@ -59,7 +48,8 @@ def _may_hold(store: Store, ref, filename: str, stage: str) -> bool:
 
 def load(
     name: str, root: str = "artifacts", *, stage: str | None = None, latest: bool = True,
-    keys: set[str] | None = None, on_damaged: Callable[[str], None] | None = None,
+    keys: set[str] | None = None, known: Iterable[str] | None = None,
+    on_damaged: Callable[[str], None] | None = None, writer: str | None = None,
 ) -> pd.DataFrame:
     """Concatenate `<name>.parquet` from every complete artifact under `root` (optionally one stage).
 
@@ -67,11 +57,14 @@ def load(
     With `latest=True` only the newest artifact (manifest `created`) of each
     (stage, dataset, category) counts, so a rerun after a config change replaces the old rows.
     `keys` keeps only those artifacts (for example the keys a config gives: `realnet tables --current`).
+    `known` lists the table names the stages write: a name outside them is a typo, not an empty table.
     A damaged artifact (see `Store.damage`) is skipped, never read: `on_damaged` gets the sentence that
-    names its file (by default a warning line on stderr).
+    names its file (by default a warning line on stderr); `writer`, the stage that writes the table, also
+    names its damaged artifacts whose manifest does not parse.
     """
+    if known is not None and name not in (known := tuple(known)):
+        raise ValueError(f"unknown table {name!r}; tables: {', '.join(known)}")
     warn = on_damaged or (lambda text: print(f"realnet: warning: skipped {text}", file=sys.stderr))
-    table_stage(name)
     filename = f"{safe_name(name, 'table')}.parquet"
     store = Store(root)
     if not store.root_exists():
@@ -86,7 +79,7 @@ def load(
         if damage is None:
             if store.has_file(ref, filename):
                 found.append((store.manifest(ref)["created"], ref))
-        elif _may_hold(store, ref, filename, TABLE_STAGES[name]):
+        elif _may_hold(store, ref, filename, writer):
             warn(damage)
     if latest:
         newest = {}

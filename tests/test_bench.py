@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from flows.bench import METRICS, PARTS, run_bench
+from flows.bench.run import METRICS, PARTS, run_bench
 
 # Shrink every size so that the whole run takes seconds on two CPU cores.
 TINY = [
@@ -73,7 +73,7 @@ def test_bench_trace_writes_a_trace_and_op_table_per_timed_loop(one_thread, tmp_
 @pytest.mark.parametrize("back_to_back, waits", [(False, 1 + 4), (True, 1 + 1)])
 def test_throughput_timing_waits_for_the_device_only_at_the_window_ends(monkeypatch, back_to_back, waits):
     # A stage queues its steps without waiting; timing each step alone would charge it a restart gap.
-    from flows import bench_parts
+    from flows.bench import parts as bench_parts
 
     calls, syncs = [], []
     monkeypatch.setattr(bench_parts, "sync", lambda device: syncs.append(len(calls)))
@@ -85,7 +85,7 @@ def test_throughput_timing_waits_for_the_device_only_at_the_window_ends(monkeypa
 
 
 def test_bench_command_exits_non_zero_when_a_part_fails(monkeypatch, capsys):
-    from flows import bench
+    from flows.bench import run as bench
     from flows.cli import main
 
     def broken(*args, **kwargs):

@@ -204,8 +204,8 @@ def test_every_file_the_paper_profile_names_lies_on_a_read_only_worker_mount(ser
 
     cfg = load_config("paper")
     mounts = {target for target, (_, read_only) in volume_targets(services["worker"]).items() if read_only}
-    paths = [*cfg.data.roots.values(), cfg.diffusion.init_checkpoint, cfg.afs.backbone_weights]
-    assert cfg.diffusion.init_checkpoint and cfg.afs.backbone_weights, "the paper starts from ImageNet weights"
+    paths = [*cfg.data.roots.values(), cfg.diffusion.init_checkpoint, cfg.backbone.weights]
+    assert cfg.diffusion.init_checkpoint and cfg.backbone.weights, "the paper starts from ImageNet weights"
     for path in paths:
         assert any(Path(path).is_relative_to(m) for m in mounts), (path, mounts)
 

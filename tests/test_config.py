@@ -10,7 +10,7 @@ from realnet_core.config import Config, ConfigError, load_config
 def test_paper_profile_holds_the_paper_settings():
     cfg = load_config("paper")
     assert cfg.data.image_size == 256
-    assert cfg.afs.backbone == "wide_resnet50_2"
+    assert cfg.backbone.name == "wide_resnet50_2"
     assert cfg.afs.dims == [256, 512, 512, 256]
     assert cfg.afs.batches * cfg.afs.batch_size == 1024
     assert cfg.sia.num_images == 10000 and cfg.sia.strength == (0.1, 0.2) and cfg.sia.sampling_steps == 20
@@ -23,7 +23,7 @@ def test_paper_profile_holds_the_paper_settings():
 def test_demo_profile_uses_the_offline_backbone():
     cfg = load_config("demo")
     assert cfg.profile == "demo"
-    assert cfg.afs.backbone == "efficientnet_lite0"
+    assert cfg.backbone.name == "efficientnet_lite0"
     assert cfg.data.dataset == "demo"
 
 
@@ -119,3 +119,22 @@ def test_a_duplicated_key_is_an_error_naming_the_file_and_key(tmp_path):
         load_config(str(path))
     with pytest.raises(ConfigError, match=re.escape("override data.roots: key 'demo' appears twice")):
         load_config("demo", ["data.roots={demo: a, demo: b}"])
+def test_method_defaults_to_realnet_and_is_set_on_its_own():
+    assert load_config("demo").method == "realnet"
+    assert load_config("demo", ["method=realnet"]).method == "realnet"
+    with pytest.raises(ConfigError, match="must name a section"):
+        load_config("demo", ["profile=x"])
+
+
+@pytest.mark.parametrize("old, new", [("afs.backbone=resnet34", "backbone.name"),
+                                      ("afs.backbone_weights=/w.pth", "backbone.weights")])
+def test_a_moved_key_is_an_error_that_names_the_new_key(old, new):
+    with pytest.raises(ConfigError, match=rf"override: {old.split('=')[0]} is now {new}"):
+        load_config("demo", [old])
+
+
+def test_an_old_config_file_with_a_moved_key_names_the_new_key(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("afs:\n  backbone: resnet34\n  dims: [8, 8, 8, 8]\n")
+    with pytest.raises(ConfigError, match=rf"{old}: afs.backbone is now backbone.name"):
+        load_config(old)

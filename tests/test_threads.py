@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from realnet_core.config import ConfigError, load_config
-from realnet_core.devices import cpu_threads, set_cpu_threads
+from realnet_core.runtime import cpu_threads, set_cpu_threads
 
 
 def test_auto_is_every_core_this_process_may_use():

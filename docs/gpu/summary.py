@@ -1,6 +1,6 @@
-"""The table that ends a GPU session (docs/gpu/session.sh): the numbers BENCHMARKS.md needs, against issue 7.
+"""The table that ends docs/gpu/bench.sh: the numbers BENCHMARKS.md needs, against their targets.
 
-Usage: python docs/gpu/summary.py DIR   (DIR holds the session's NAME.json reports and NAME.log files)
+Usage: python docs/gpu/summary.py DIR   (DIR holds the run's NAME.json reports and NAME.log files)
 """
 
 from __future__ import annotations

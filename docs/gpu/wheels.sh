@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Fetch, on a machine with PyPI, the wheels that a lent GPU machine lacks for `realnet bench` and the
-# CUDA tests: its image has torch, numpy, pandas, pyarrow, scikit-learn, OpenCV, tqdm and PyYAML, but
-# not zarr or pydantic, and nothing can be downloaded there (its Python is 3.12).
+# Fetch, on a machine with PyPI, the wheels that docs/gpu/bench.sh needs on an offline CUDA machine whose
+# Python 3.12 image has torch, numpy, pandas, pyarrow, scikit-learn, OpenCV, tqdm and PyYAML but not zarr
+# or pydantic.
 # Usage, from the repository root: bash docs/gpu/wheels.sh   (writes .whl/, which git ignores)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

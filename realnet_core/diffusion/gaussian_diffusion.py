@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from realnet_core.devices import to_device
+from realnet_core.runtime import to_device
 
 ModelFn = Callable[..., torch.Tensor]
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from realnet_core.devices import to_device
+from realnet_core.runtime import to_device
 
 from .gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from realnet_core.devices import to_device
+from realnet_core.runtime import to_device
 
 from .gaussian_diffusion import GaussianDiffusion, ModelFn, randn_like
 

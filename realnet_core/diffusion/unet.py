@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from realnet_core.devices import no_autocast
+from realnet_core.runtime import no_autocast
 
 # ----------------------------------------------------------------------------------------------
 # Small building blocks

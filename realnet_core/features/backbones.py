@@ -153,7 +153,7 @@ def weights_file(name: str, weights: str | None = None) -> Path | None:
             f"No pretrained weights for backbone '{name}': expected torchvision's IMAGENET1K_V1 file "
             f"'{os.path.basename(url)}' at {cached} (torch hub cache, set by TORCH_HOME), and this "
             f"code never downloads. Copy the file from {url} to that path, or set "
-            f"afs.backbone_weights=/path/to/{os.path.basename(url)} (a state-dict file)."
+            f"backbone.weights=/path/to/{os.path.basename(url)} (a state-dict file)."
         )
     return cached
 

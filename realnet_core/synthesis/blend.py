@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from realnet_core.devices import to_device
+from realnet_core.runtime import to_device
 from realnet_core.synthesis.perlin import PerlinDraw, draw_perlin, evaluate_perlin
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from realnet_core.devices import to_device
+from realnet_core.runtime import to_device
 
 
 def _fade(t: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ class SIASource:
 
     Indices are drawn with replacement; the distinct ones are read in one sorted selection. That is
     right for a Zarr array too, but zarr 3.1 decodes every chunk of each shard it touches: the stages
-    read stored SIA through ``stages.anomalies.StoredSIASource``, which reads single chunks.
+    read stored SIA through ``stages.training_data.StoredSIASource``, which reads single chunks.
     """
 
     def __init__(self, array: Any) -> None:

@@ -53,7 +53,7 @@ def test_a_stage_sample_call_never_waits_for_the_gpu(tiny_unet):
     # generate_sia queues the next batch while the GPU still works on this one; one wait anywhere in
     # the call (a blocking copy, a check of a GPU value) would leave the GPU idle at every batch.
     from realnet_core.config import DiffusionConfig
-    from stages.diffusion_io import sample_images
+    from stages.diffusion_model import sample_images
 
     model = tiny_unet().cuda().eval()
     flags = {"image_size": 16, "center": [0.1, 0.0, -0.1], "x0_range": [[-1, -1, -1], [0.9, 1, 1]]}

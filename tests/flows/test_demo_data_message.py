@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.runner import ensure_demo_data, make_config
+from flows.plan import ensure_demo_data, make_config
 
 
 def test_building_demo_data_reports_on_stderr_not_stdout(tmp_path, capsys):

@@ -15,10 +15,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pytest
 
 import stages.common
-from flows.gpu import shared_pool
+from flows.device_slots import shared_pool
 from flows.graph import walk
-from flows.pipeline import run_stage_now
-from flows.runner import make_config
+from flows.plan import make_config, run_stage_now
 from stages import dag
 
 
@@ -83,7 +82,7 @@ def test_two_categories_on_two_devices_run_at_once_one_stage_per_device(recorder
     assert len(results) == 10 and {r["status"] for r in results.values()} == {"ran"}
     assert recorder.peak == 2 and shared_pool(devices).peak == 2
     assert {dev for _, _, dev in recorder.log} == set(devices)
-    # submitted from 16 task threads, yet every stage ran on its device's one compute thread (flows/gpu.py)
+    # submitted from 16 task threads, yet every stage ran on its device's one compute thread (flows/device_slots.py)
     assert set(recorder.threads) == {(dev, f"compute-{dev}") for dev in devices}
     # each category's chain still runs in dependency order
     for cat in ("brick", "grass"):

@@ -1,4 +1,4 @@
-"""flows.memory_model: the bytes a training step holds for its backward pass, and the peak of live tensors."""
+"""flows.bench.memory_model: the bytes a training step holds for its backward pass, and the peak of live tensors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from flows.memory_model import activation_bytes, peak_bytes
-from stages.common import for_inference
+from flows.bench.memory_model import activation_bytes, peak_bytes
+from realnet_core.runtime import for_inference
 
 
 def meta(*shape: int) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """CUDA-only checks of the memory model and the memory fixes it found (skipped on CPU-only machines such as CI).
 
-The GPU session runs these first (docs/gpu/session.sh, phase `tests`): they say whether the modelled
+docs/gpu/bench.sh runs these first (phase `tests`): they say whether the modelled
 figures in BENCHMARKS.md can be trusted, and whether bf16 GroupNorm behaves on the GPU as on the CPU.
 """
 
@@ -10,12 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flows.bench_parts import _backbone, _realnet, inference_models
-from flows.memory_model import inference_memory
+from flows.bench.memory_model import inference_memory
+from flows.bench.models import backbone as _backbone
+from flows.bench.models import inference_models
+from flows.bench.models import realnet as _realnet
 from realnet_core.config import load_config
 from realnet_core.diffusion.unet import GroupNorm32
-from stages.common import for_inference
-from stages.realnet_io import anomaly_maps
+from realnet_core.runtime import for_inference
+from stages.realnet.detector import anomaly_maps
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

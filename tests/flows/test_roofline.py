@@ -1,4 +1,4 @@
-"""flows.roofline: FLOPs and bytes per op on the meta device, and the bounds built from them."""
+"""flows.bench.roofline: FLOPs and bytes per op on the meta device, and the bounds built from them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flows.roofline import op_costs, roofline
+from flows.bench.roofline import op_costs, roofline
 
 
 def meta(*shape: int) -> torch.Tensor:

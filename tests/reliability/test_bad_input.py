@@ -176,9 +176,9 @@ def test_missing_backbone_weights_fail_before_diffusion_training(realnet, demo_d
     # The backbone is first built by select_features, after hours of diffusion training and SIA at paper
     # size: the run must stop at once instead.
     root, missing = tmp_path / "artifacts", tmp_path / "wide_resnet50_2-95faca4d.pth"
-    child = realnet(run_args(root, demo_data, "brick", "afs.backbone=wide_resnet50_2",
-                             f"afs.backbone_weights={missing}"))
-    _fails_cleanly(child, root, "afs.backbone_weights: no such file or directory", str(missing))
+    child = realnet(run_args(root, demo_data, "brick", "backbone.name=wide_resnet50_2",
+                             f"backbone.weights={missing}"))
+    _fails_cleanly(child, root, "backbone.weights: no such file or directory", str(missing))
     assert not complete(root, "train_diffusion")
 
 

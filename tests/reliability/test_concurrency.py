@@ -69,7 +69,7 @@ def test_two_runs_of_the_same_category_build_each_artifact_once(demo_data, tmp_p
 
 
 def test_runs_of_different_categories_never_block_each_other(realnet, demo_data, tmp_path):
-    from flows.runner import make_config
+    from flows.plan import make_config
     from stages import dag
     from stages.common import stage_ref
 

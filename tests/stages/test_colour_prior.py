@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from stages.diffusion_io import _colour_clip
+from stages.diffusion_model import _colour_clip
 
 RANGE = [[-0.8, -0.8, -0.8], [0.8, 0.8, 0.8]]
 MEANS = [[-0.1, -0.05, -0.2], [0.1, 0.05, 0.0]]

@@ -46,7 +46,7 @@ def test_compiled_training_and_evaluation_capture_graphs_and_match_eager(pipelin
 
 
 def test_cudnn_benchmark_follows_the_runtime_config(tiny_cfg, monkeypatch):
-    from stages.common import accelerate
+    from realnet_core.runtime import accelerate
 
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     net = torch.nn.Conv2d(1, 1, 1)

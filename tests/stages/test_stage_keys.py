@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from realnet_core.config import ConfigError, load_config
-from stages import dag, generate_sia, select_features, train_diffusion, train_realnet
+from stages import dag, generate_sia, train_diffusion
 from stages.common import stage_key
+from stages.realnet import select_features, train_realnet
 
 
 def _keys(cfg) -> dict[str, str]:
@@ -43,7 +44,7 @@ def test_replacing_the_init_checkpoint_under_the_same_name_changes_the_diffusion
 def test_replacing_backbone_weights_changes_the_keys_of_the_stages_that_build_the_backbone(cfg_with, tmp_path):
     weights = tmp_path / "wide_resnet50_2.pth"
     weights.write_bytes(b"old")
-    cfg = cfg_with(f"afs.backbone_weights={weights}")
+    cfg = cfg_with(f"backbone.weights={weights}")
     before = _keys(cfg)
     _replace(weights, b"newer")
     after = _keys(cfg)
@@ -74,7 +75,7 @@ def test_missing_default_backbone_weights_are_found_before_the_first_stage(cfg_w
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(FileNotFoundError, match=r"resnet34-[0-9a-f]+\.pth.*never downloads"):
-        dag.check_inputs(cfg_with("afs.backbone=resnet34"))
+        dag.check_inputs(cfg_with("backbone.name=resnet34"))
     dag.check_inputs(cfg_with())  # the demo's EfficientNet-Lite0 weights ship in a package
 
 

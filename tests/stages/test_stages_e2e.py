@@ -225,8 +225,8 @@ def test_a_failed_shard_write_stops_generate_sia_and_a_rerun_finishes_it(pipelin
 
 def test_loaded_models_are_in_eval_mode_and_ask_for_no_gradients(pipeline_run):
     # Under autocast, a weight that requires grad gets a bf16 copy kept for the whole call (1 GB at paper size).
-    from stages.diffusion_io import load_ema
-    from stages.realnet_io import load_bundle
+    from stages.diffusion_model import load_ema
+    from stages.realnet.detector import load_bundle
 
     _, results = pipeline_run
     backbone, net, _ = load_bundle(_dir(results, "train_realnet"), torch.device("cpu"))

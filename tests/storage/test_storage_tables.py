@@ -66,8 +66,19 @@ def test_empty_and_missing_roots(tmp_path):
 
 def test_a_typo_in_the_table_name_or_a_file_as_root_is_an_error_not_an_empty_table(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match=r"unknown table 'metric'; tables: metrics, scores, afs"):
-        load("metric", str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match=r"unknown table 'metric'; tables: metrics, scores"):
+        load("metric", str(tmp_path / "empty"), known=("metrics", "scores"))
     (tmp_path / "notes.txt").write_text("not an artifact root")
     with pytest.raises(StoreError, match="notes.txt.*is not a folder"):
         load("metrics", str(tmp_path / "notes.txt"))
+
+
+def test_the_stages_name_every_table_and_catch_a_typo(tmp_path):
+    from stages.tables import load as load_known
+    from stages.tables import table_stages
+
+    assert table_stages() == {"loss_log": "train_diffusion", "afs": "select_features", "train_log": "train_realnet",
+                              "metrics": "evaluate", "scores": "evaluate"}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"unknown table 'metric'; tables: loss_log, afs, train_log, metrics"):
+        load_known("metric", str(tmp_path / "empty"))

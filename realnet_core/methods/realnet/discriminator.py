@@ -1,0 +1,78 @@
+"""Discriminator: selected reconstruction residuals -> 2-class segmentation logits.
+
+The paper (appendix B) calls it "a basic MLP with upsampling layers"; we follow the layout of the
+authors' code, whose size the paper's Table S4 counts: two residual units at the full RRS width r
+(ReLU, 3x3 conv, ReLU, 1x1 conv, no bias), a 3x3 conv to `hidden` channels with BatchNorm, 3x3
+convs narrowing to 2 logits with one x2 bilinear upsampling on the way, then bilinear upsampling
+to the image size. Upsampling logits rather than probabilities keeps the softmax sharp at region
+borders.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from realnet_core.runtime import no_autocast
+
+__all__ = ["Discriminator"]
+
+
+def _conv(in_ch: int, out_ch: int, kernel: int = 3, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias)
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.ReLU(), _conv(channels, channels, 3, bias=False), nn.ReLU(), _conv(channels, channels, 1, bias=False)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+class Discriminator(nn.Module):
+    """Residual units at width r, then a conv stack narrowing to 2 logit channels.
+
+    Args:
+        in_channels: r, the RRS output width.
+        hidden: width after the residual units (128 in the authors' code); the later convs narrow
+            to hidden/4, hidden/16 and hidden/32 (32, 8 and 4 for 128), at least 2.
+        num_residual: residual units at width r (2 in the authors' configs).
+    """
+
+    def __init__(self, in_channels: int, hidden: int = 128, num_residual: int = 2) -> None:
+        super().__init__()
+        if in_channels < 1 or hidden < 1:
+            raise ValueError("in_channels and hidden must be positive")
+        self.in_channels = in_channels
+        self.hidden = hidden
+        w2, w3, w4 = (max(hidden // d, 2) for d in (4, 16, 32))
+        self.body = nn.Sequential(
+            *(_Residual(in_channels) for _ in range(num_residual)),
+            nn.ReLU(),
+            _conv(in_channels, hidden),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(),
+            _conv(hidden, w2),
+            nn.ReLU(),
+            _conv(w2, w3),
+            nn.ReLU(),
+        )
+        self.head = nn.Sequential(_conv(w3, w4), nn.ReLU(), _conv(w4, 2))
+
+    def forward(self, x: Tensor, out_size: tuple[int, int] | None = None) -> Tensor:
+        """Logits (B, 2, H, W): at `out_size` if given, else at twice the input's resolution."""
+        h = self.body(x)
+        # The x2 step before the last convs lets them refine borders at stride 2 instead of 4.
+        h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)
+        # Outside autocast, at its weights' precision (float32 when trained): the head is a few channels
+        # wide, so that costs nothing, while bf16 logits (8 bits of mantissa) would give the anomaly map
+        # coarse steps and many tied scores, from which AUROC and PRO suffer.
+        with no_autocast(h.device.type):
+            logits = self.head(h.to(self.head[-1].weight.dtype))
+        if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):
+            logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=True)
+        return logits

@@ -1,8 +1,0 @@
-"""RealNet model head: reconstruction UNets, residual selection (RRS), discriminator."""
-
-from .discriminator import Discriminator
-from .realnet import RealNet, image_scores
-from .recon_unet import ReconUNet
-from .rrs import ResidualSelector, concat_residuals
-
-__all__ = ["Discriminator", "RealNet", "ReconUNet", "ResidualSelector", "concat_residuals", "image_scores"]

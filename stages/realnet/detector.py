@@ -1,0 +1,77 @@
+"""Save, load and run a trained RealNet: train_realnet saves the bundle, ``load_detector`` turns it into the
+detector that evaluate, ``realnet predict`` and the bench call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from realnet_core.config import Config
+from realnet_core.features.backbones import build_backbone
+from realnet_core.methods.realnet.realnet import RealNet
+from realnet_core.runtime import accelerate, autocast, for_inference
+from storage.checkpoints import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
+from storage.store import StoreError, folder_damage
+
+BUNDLE = "realnet.pt"
+
+
+def save_bundle(path: Path, model: RealNet, backbone: str, backbone_weights: str | None, image_size: int) -> None:
+    save_checkpoint({"kind": "realnet", "model": model.config(), "state_dict": model.state_dict(),
+                     "backbone": backbone, "backbone_weights": backbone_weights, "image_size": image_size}, path)
+
+
+def resolve_bundle(model: str | Path) -> Path:
+    """An artifact folder or a checkpoint file -> the checkpoint file."""
+    p = Path(model)
+    folder = p if p.is_dir() else p.parent
+    damage = folder_damage(folder)  # an artifact folder is used only whole (sizes from its manifest)
+    if damage is not None:
+        raise StoreError(f"{damage}; rebuild it with `realnet run --rerun train_realnet`")
+    if p.is_dir():
+        p = p / BUNDLE
+    if not p.is_file():
+        raise FileNotFoundError(f"no RealNet checkpoint at {model} (give a train_realnet artifact or {BUNDLE})")
+    return p
+
+
+def load_bundle(model: str | Path, device: torch.device) -> tuple[torch.nn.Module, RealNet, dict[str, Any]]:
+    path = resolve_bundle(model)
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "realnet":
+        raise CheckpointError(f"{path}: not a RealNet checkpoint (no 'kind: realnet' entry)")
+    net = RealNet.from_config(ckpt["model"])
+    load_state_into(net, ckpt["state_dict"], str(path))
+    backbone = build_backbone(ckpt["backbone"], ckpt.get("backbone_weights"))
+    return for_inference(backbone.to(device)), for_inference(net.to(device)), ckpt
+
+
+@torch.no_grad()
+def anomaly_maps(backbone: torch.nn.Module, net: RealNet, images: torch.Tensor, bf16: bool = True) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W) anomaly probability at the input size."""
+    with autocast(images.device, bf16):
+        out = net(backbone(images), out_size=tuple(images.shape[-2:]))
+    return out["anomaly_map"].float()
+
+
+class RealNetDetector:
+    """A trained RealNet behind the method seam: ``anomaly_maps(images) -> maps``."""
+
+    def __init__(self, backbone: torch.nn.Module, net: RealNet, image_size: int, bf16: bool = True) -> None:
+        self.backbone, self.net, self.image_size, self.bf16 = backbone, net, image_size, bf16
+
+    def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, H, W) anomaly probability at the input size."""
+        return anomaly_maps(self.backbone, self.net, images, self.bf16)
+
+
+def load_detector(model: str | Path, device: torch.device, cfg: Config | None = None) -> RealNetDetector:
+    """The detector of a train_realnet artifact (or its ``realnet.pt``); with ``cfg``, its networks run as
+    ``runtime.compile`` and ``runtime.bf16`` say (evaluate), else eagerly with bf16 on a GPU (predict)."""
+    backbone, net, bundle = load_bundle(model, device)
+    if cfg is None:
+        return RealNetDetector(backbone, net, int(bundle["image_size"]))
+    return RealNetDetector(accelerate(backbone, cfg, device), accelerate(net, cfg, device),
+                           int(bundle["image_size"]), cfg.runtime.bf16)

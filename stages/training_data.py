@@ -1,0 +1,121 @@
+"""The training data of stages 3 and 4: normal images, foreground masks and an anomaly source.
+
+The source is SIA (the default, from the generate_sia artifact), a DTD-style texture folder or
+CutPaste. Detectors other than RealNet reuse this unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from realnet_core.config import Config
+from realnet_core.data.readers import CategorySplit
+from realnet_core.runtime import autocast, to_device
+from realnet_core.synthesis.blend import synthesize
+from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource
+from stages.common import StageContext
+from stages.inputs import (
+    category_split,
+    files_fingerprint,
+    foreground_masks,
+    to_tensor,
+    train_fingerprint,
+    train_images,
+)
+from storage.arrays import ArrayCorruptError, open_image_array, read_rows
+
+# The files stages 3 and 4 read besides the dataset: the backbone's weights, a texture source's folder.
+TRAINING_FILES = ("backbone.weights", "synthesis.texture_root")
+
+
+def synthesis_key(cfg: Config, exclude: set[str] | None = None) -> dict[str, Any]:
+    """The synthesis settings as they enter stages 3 and 4's keys; the texture folder only when it is the source."""
+    unused = set(exclude or ()) | ({"texture_root"} if cfg.synthesis.source != "texture" else set())
+    return cfg.section("synthesis", exclude=unused)
+
+
+def training_fingerprint(cfg: Config, dataset: str, category: str) -> str:
+    """The category's training images and the files named by TRAINING_FILES."""
+    return ",".join([train_fingerprint(cfg, dataset, category), *files_fingerprint(cfg, TRAINING_FILES)])
+
+
+@dataclass
+class TrainingData:
+    images: torch.Tensor  # (N, 3, H, W) float [0, 1], on the stage device
+    foreground: torch.Tensor  # (N, 1, H, W) float {0, 1}
+    source: object
+    size: int
+
+    def batch(self, n: int, gen: torch.Generator, normal_fraction: float, synth_kwargs: dict,
+              sources: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(normal, augmented, mask) for n random training images.
+
+        ``sources``: the n anomaly-source images, when a loader (stages.loaders) already drew them;
+        otherwise they are drawn here, from ``gen``.
+        """
+        idx = to_device(torch.randint(0, len(self.images), (n,), generator=gen), self.images.device)
+        normal, fg = self.images[idx], self.foreground[idx]
+        src = to_device(sources if sources is not None else self.source.sample(n, gen, self.size), normal.device)
+        aug, mask = synthesize(normal, src, fg, generator=gen, normal_fraction=normal_fraction, **synth_kwargs)
+        return normal, aug, mask
+
+
+class StoredSIASource(SIASource):
+    """The generate_sia artifact as an SIA source: reads by whole chunks, errors that name the array."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            array = open_image_array(path)
+        except Exception as e:
+            raise ArrayCorruptError(f"cannot open SIA images {path}/images: {e}") from e
+        super().__init__(array)
+
+    def _read(self, indices: np.ndarray) -> np.ndarray:
+        try:
+            return read_rows(self.array, indices)
+        except Exception as e:
+            raise ArrayCorruptError(
+                f"SIA images {self.path}/images are corrupt or truncated (reading images "
+                f"{indices[:8].tolist()}): {e}; rerun with --rerun generate_sia"
+            ) from e
+
+
+def load_training_data(ctx: StageContext, split: CategorySplit | None = None) -> TrainingData:
+    """Training images, foreground masks and the anomaly source; `split` saves listing the category again."""
+    cfg = ctx.cfg
+    size = cfg.data.image_size
+    split = split or category_split(cfg, ctx.dataset, ctx.category)
+    imgs = train_images(split, size)
+    fg = foreground_masks(imgs, ctx.dataset, ctx.category, cfg.synthesis.use_foreground)
+    if cfg.synthesis.source == "sia":
+        source = StoredSIASource(f"{ctx.upstream_path('generate_sia')}/sia.zarr")
+    elif cfg.synthesis.source == "texture":
+        source = TextureSource(cfg.synthesis.texture_root)
+    else:
+        source = CutPasteSource(imgs)
+    fg_t = torch.from_numpy(fg.astype(np.float32))[:, None].to(ctx.device)
+    return TrainingData(to_tensor(imgs, ctx.device), fg_t, source, size)
+
+
+def synth_kwargs(cfg) -> dict:
+    lo, hi = cfg.synthesis.perlin_scale_exp
+    return {"delta_range": tuple(cfg.synthesis.delta), "min_scale_exp": lo, "max_scale_exp": hi}
+
+
+@torch.no_grad()
+def paired_features(backbone: torch.nn.Module, aug: torch.Tensor, normal: torch.Tensor, device: torch.device,
+                    bf16: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Float backbone features of the augmented and the normal images, from one batched pass.
+
+    One pass of 2B images keeps a GPU busier than two of B; the backbone is frozen in eval mode, so
+    batching them together changes nothing else.
+    """
+    with autocast(device, bf16):
+        feats = backbone(torch.cat([aug, normal]))
+    n = len(aug)
+    return [f[:n].float() for f in feats], [f[n:].float() for f in feats]
