@@ -16,6 +16,7 @@ from realnet_core.config import Config, ConfigError
 from stages import realnet
 from stages.common import Detector, Method
 from storage.checkpoints import CheckpointError
+from storage.store import StoreError, folder_damage
 
 METHODS: dict[str, Method] = {m.name: m for m in (realnet.METHOD,)}
 
@@ -43,6 +44,10 @@ def load_detector(model: str | Path, device: torch.device, cfg: Config | None = 
     """
     path = Path(model)
     if path.is_dir():
+        damage = folder_damage(path)  # an artifact folder is used only whole (sizes from its manifest)
+        if damage is not None:
+            stage = path.parts[-4] if len(path.parts) >= 4 else "the stage that wrote it"
+            raise StoreError(f"{damage}; rebuild it with `realnet run --rerun {stage}`")
         for method in METHODS.values():
             if (path / method.model_file).is_file():
                 return method.load_detector(path, device, cfg)

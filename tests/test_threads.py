@@ -45,3 +45,16 @@ def test_stages_run_with_the_configured_threads(monkeypatch, tiny_overrides, tmp
     finally:
         torch.set_num_threads(before)
     assert seen == [1]
+
+
+@pytest.mark.parametrize("given, expected", [(None, "1000"), ("300000", "300000")])
+def test_entry_points_start_openmp_with_a_short_spin_unless_told_otherwise(given, expected):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if given:
+        env["GOMP_SPINCOUNT"] = given
+    code = "import os, flows.cli; print(os.environ['GOMP_SPINCOUNT'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

@@ -12,6 +12,7 @@ TINY = [
     "sia.num_images=10", "sia.batch_size=4", "sia.shard_images=4", "sia.sampling_steps=2",
     "afs.batches=2", "afs.batch_size=4", "train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=4",
     "data.image_size=64", "evaluate.overlays=4", "runtime.progress=false",
+    "afs.dims=[16,24,48,96]",  # fewer than each layer has; 2+ values per norm group at 64 px
 ]
 
 
