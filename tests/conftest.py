@@ -30,6 +30,14 @@ TINY = [
 ]
 
 
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path: two trees are equal if and only if these are."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_device_locks(tmp_path_factory: pytest.TempPathFactory):
     """GPU lock files of this test session, apart from those of real runs on the same machine."""

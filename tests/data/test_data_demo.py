@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
+from conftest import tree_digest
 
 from realnet_core.data.check import check_dataset
 from realnet_core.data.demo import DEFECTS, _random_crop, _textures, _tint, add_defect, build_demo_dataset
 from realnet_core.data.images import read_mask, read_rgb
 from realnet_core.data.readers import read_category
-
-
-def _digest(root) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +46,9 @@ def test_masks_binary_non_empty_and_sized(demo_root):
 
 def test_deterministic(tmp_path, demo_root):
     again = build_demo_dataset(tmp_path / "again", size=64, n_train=4, n_test_good=2, n_test_bad=8, seed=3)
-    assert _digest(again) == _digest(demo_root)
+    assert tree_digest(again) == tree_digest(demo_root)
     other = build_demo_dataset(tmp_path / "other", size=64, n_train=4, n_test_good=2, n_test_bad=8, seed=4)
-    assert _digest(other) != _digest(demo_root)
+    assert tree_digest(other) != tree_digest(demo_root)
 
 
 @pytest.mark.parametrize("kind", DEFECTS)

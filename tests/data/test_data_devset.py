@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
+from conftest import tree_digest
 
 from realnet_core.data.check import check_dataset
 from realnet_core.data.demo import add_defect
@@ -13,11 +12,6 @@ from realnet_core.data.devset import DEV_CATEGORIES, DEV_DEFECTS, _photograph, b
 from realnet_core.data.images import read_mask, read_rgb
 from realnet_core.data.readers import read_category
 from realnet_core.data.registry import DATASETS
-
-
-def _digest(root) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +32,10 @@ def test_every_category_is_registered_and_counted(dev_root):
 
 def test_same_seed_same_bytes_other_seed_other_images(dev_root, tmp_path):
     again = build_dev_dataset(tmp_path / "again", size=64, n_train=3, n_test_good=2, n_test_bad=5, seed=1)
-    assert _digest(again) == _digest(dev_root)
+    assert tree_digest(again) == tree_digest(dev_root)
     other = build_dev_dataset(tmp_path / "other", size=64, n_train=3, n_test_good=2, n_test_bad=5, seed=2,
                               categories=("moon",))
-    assert _digest(other)["moon/train/good/000.png"] != _digest(dev_root)["moon/train/good/000.png"]
+    assert tree_digest(other)["moon/train/good/000.png"] != tree_digest(dev_root)["moon/train/good/000.png"]
 
 
 def test_masks_mark_changed_pixels_only(dev_root):
