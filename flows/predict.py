@@ -12,7 +12,6 @@ import numpy as np
 from realnet_core.data.errors import DatasetError, DatasetProblems
 from realnet_core.data.images import check_file, read_rgb, resize_rgb
 from realnet_core.data.readers import IMAGE_EXTENSIONS, is_image_file
-from realnet_core.metrics import image_scores
 from realnet_core.runtime import resolve_device
 from realnet_core.viz import overlay, write_png
 from stages import methods
@@ -60,12 +59,6 @@ def output_stems(files: list[Path]) -> list[str]:
     return ["_".join(f.relative_to(common).with_suffix("").parts) for f in resolved]
 
 
-def default_pool(image_size: int) -> int:
-    """The paper's 16 x 16 pooling at 256 px, scaled to the model's input size (the demo's 8 at 128 px), as
-    the profiles evaluate: the image score of a predict call is then the score evaluate gave the image."""
-    return max(1, round(16 * image_size / 256))
-
-
 def predict(model: str, images: list[str], out: str = "predictions", device: str = "auto",
             pool: int | None = None) -> Iterator[tuple[str, float, str]]:
     """Yield (image path, image score, heat-map path) for each image, one at a time."""
@@ -73,13 +66,16 @@ def predict(model: str, images: list[str], out: str = "predictions", device: str
     dev = resolve_device(device)
     detector = methods.load_detector(model, dev)
     size = detector.image_size
-    pool = pool or default_pool(size)
+    if pool is not None:
+        if not hasattr(detector, "pool"):
+            raise ValueError(f"--pool {pool}: the image score of this model's method does not pool its map")
+        detector.pool = pool
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, stem in zip(files, output_stems(files), strict=True):
         img = read_rgb(path)
-        amap = detector.anomaly_maps(to_tensor(resize_rgb(img, size)[None], dev))
-        score = float(image_scores(amap, pool)[0])
+        amap, scores = detector.score(to_tensor(resize_rgb(img, size)[None], dev))
+        score = float(scores[0])
         # The map goes back to the image's own size so it lines up with the original.
         full = cv2.resize(amap[0].cpu().numpy(), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
         heat = out_dir / f"{stem}_heatmap.png"

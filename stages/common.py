@@ -108,6 +108,11 @@ class Detector(Protocol):
         """(B, 3, H, W) in [0, 1] -> (B, H, W) anomaly maps at the input size, higher is more anomalous."""
         ...
 
+    def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) in [0, 1] -> ((B, H, W) anomaly maps, (B,) image scores), by the method's own rule
+        for the image score (RealNet pools the map; SimpleNet takes its patch scores' max)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Method:

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from realnet_core import metrics
 from realnet_core.config import Config
@@ -51,18 +50,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
     size = detector.image_size
     masks = test_masks(split, size)
     maps = np.zeros((len(split.test), size, size), np.float32)
+    scores = np.zeros(len(split.test), np.float32)
     bar = ctx.progress(len(split.test), "evaluate", unit="img")
     t0 = time.perf_counter()
     batches = TestBatches([s.path for s in split.test], cfg.batch_size, size)
     lo = 0
     for batch in prefetch(batches, range(len(batches)), ctx.device, ctx.cfg.runtime.loader_workers):
         imgs = to_tensor(batch, ctx.device)
-        maps[lo: lo + len(imgs)] = detector.anomaly_maps(imgs).cpu().numpy()
+        batch_maps, batch_scores = detector.score(imgs)
+        maps[lo: lo + len(imgs)] = batch_maps.cpu().numpy()
+        scores[lo: lo + len(imgs)] = batch_scores.cpu().numpy()
         lo += len(imgs)
         bar.update(len(imgs))
     bar.close()
     seconds = time.perf_counter() - t0
-    scores = metrics.image_scores(torch.from_numpy(maps), cfg.pool_size).numpy()
     labels = np.array([s.label for s in split.test])
 
     row = {

@@ -11,6 +11,7 @@ import torch
 from realnet_core.config import Config
 from realnet_core.features.backbones import build_backbone
 from realnet_core.methods.realnet.realnet import RealNet
+from realnet_core.metrics import image_scores
 from realnet_core.runtime import accelerate, autocast, for_inference
 from storage.checkpoints import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
 from storage.store import StoreError, folder_damage
@@ -56,15 +57,28 @@ def anomaly_maps(backbone: torch.nn.Module, net: RealNet, images: torch.Tensor, 
     return out["anomaly_map"].float()
 
 
-class RealNetDetector:
-    """A trained RealNet behind the method seam: ``anomaly_maps(images) -> maps``."""
+def default_pool(image_size: int) -> int:
+    """The paper's 16 x 16 pooling at 256 px, scaled to the model's input size (the demo's 8 at 128 px), as
+    the profiles evaluate: the image score of a predict call is then the score evaluate gave the image."""
+    return max(1, round(16 * image_size / 256))
 
-    def __init__(self, backbone: torch.nn.Module, net: RealNet, image_size: int, bf16: bool = True) -> None:
+
+class RealNetDetector:
+    """A trained RealNet behind the method seam: anomaly maps, and image scores as the max of the
+    ``pool`` x ``pool`` average-pooled map (the authors' evaluation)."""
+
+    def __init__(self, backbone: torch.nn.Module, net: RealNet, image_size: int, bf16: bool = True,
+                 pool: int | None = None) -> None:
         self.backbone, self.net, self.image_size, self.bf16 = backbone, net, image_size, bf16
+        self.pool = pool or default_pool(image_size)
 
     def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, H, W) anomaly probability at the input size."""
         return anomaly_maps(self.backbone, self.net, images, self.bf16)
+
+    def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.anomaly_maps(images)
+        return maps, image_scores(maps, self.pool)
 
 
 def load_detector(model: str | Path, device: torch.device, cfg: Config | None = None) -> RealNetDetector:
@@ -74,4 +88,4 @@ def load_detector(model: str | Path, device: torch.device, cfg: Config | None = 
     if cfg is None:
         return RealNetDetector(backbone, net, int(bundle["image_size"]))
     return RealNetDetector(accelerate(backbone, cfg, device), accelerate(net, cfg, device),
-                           int(bundle["image_size"]), cfg.runtime.bf16)
+                           int(bundle["image_size"]), cfg.runtime.bf16, cfg.evaluate.pool_size)

@@ -132,7 +132,7 @@ def test_predict_takes_folders_and_names_repeated_stems_by_their_folder(pipeline
 def test_predict_gives_the_score_evaluate_gave_at_the_same_pool_size(pipeline_run, tiny_cfg, stage_data, tmp_path,
                                                                       capsys):
     from flows.cli import main
-    from flows.predict import default_pool
+    from stages.realnet.detector import default_pool
 
     _, results = pipeline_run
     test = Path(stage_data) / "brick" / "test"
