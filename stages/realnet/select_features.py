@@ -41,8 +41,7 @@ def key_config(cfg: Config) -> dict[str, Any]:
             "synthesis": synthesis_key(cfg, exclude={"normal_fraction"}), "image_size": cfg.data.image_size}
 
 
-def fingerprint(cfg: Config, dataset: str, category: str) -> str:
-    return training_fingerprint(cfg, dataset, category)
+fingerprint = training_fingerprint  # the training images, the backbone file and the synthesis sources
 
 
 def afs_step(features: Any, acc: AFSAccumulator, data: Any, gen: torch.Generator, cfg: Config,

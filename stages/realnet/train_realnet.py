@@ -51,8 +51,7 @@ def key_config(cfg: Config) -> dict[str, Any]:
             "image_size": cfg.data.image_size}
 
 
-def fingerprint(cfg: Config, dataset: str, category: str) -> str:
-    return training_fingerprint(cfg, dataset, category)
+fingerprint = training_fingerprint  # the training images, the backbone file and the synthesis sources
 
 
 def build_model(cfg: Config, channels: list[int], selected: list[torch.Tensor]) -> RealNet:
