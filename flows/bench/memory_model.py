@@ -1,4 +1,4 @@
-"""A model of GPU memory, for the sessions that have no GPU: what diffusion and RealNet training hold for
+"""A model of GPU memory, for machines that have no GPU: what diffusion and RealNet training hold for
 their backward pass, and the peak of live tensors at inference.
 
 Both count tensor storages as ops make them, the way the CUDA caching allocator's
