@@ -135,11 +135,32 @@ def cmd_devbench(args: argparse.Namespace) -> int:
     return 0
 
 
+PREDICT_COLUMNS = ("path", "score", "threshold", "decision", "heatmap", "mask")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+
     from flows.predict import predict
 
-    for path, score, heat in predict(args.model, args.images, args.out, args.device, args.pool):
-        print(f"{path}\t{score:.6f}\t{heat}")
+    rows = predict(args.model, args.images, args.out, args.device, args.pool)
+    if args.json:  # one JSON list, printed once every image is scored
+        print(json.dumps(list(rows), indent=2))
+        return 0
+    if args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=PREDICT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+        return 0
+    warned = False
+    for row in rows:  # path, score, threshold, decision, heat map: one tab-separated line per image, as it is scored
+        if row["threshold"] is None and not warned:
+            print(f"realnet: warning: {args.model} has no stored threshold (no calibrate artifact beside it, or "
+                  "data.val_fraction was 0): scores only, no ok/defect decision", file=sys.stderr)
+            warned = True
+        threshold = "-" if row["threshold"] is None else f"{row['threshold']:.6f}"
+        print(f"{row['path']}\t{row['score']:.6f}\t{threshold}\t{row['decision'] or '-'}\t{row['heatmap']}")
     return 0
 
 
@@ -245,14 +266,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_devbench)
 
-    p = sub.add_parser("predict", help="score images and write heat maps with a trained model")
-    p.add_argument("--model", required=True, help="a train_realnet artifact folder or its realnet.pt")
+    p = sub.add_parser("predict", help="score images, decide ok or defect, write heat maps and defect masks")
+    p.add_argument("--model", required=True, help="a model artifact folder (e.g. train_realnet's) or its model "
+                   "file, whose thresholds are found beside it, or a calibrate artifact folder")
     p.add_argument("images", nargs="+", help="image files, or folders to search for images")
     p.add_argument("--out", default="predictions",
-                   help="folder for <name>_heatmap.png (image | heat map) and <name>_map.npy (default: predictions)")
+                   help="folder for <name>_heatmap.png (image | heat map), <name>_map.npy and <name>_defect.png "
+                   "(the defect region: pixels above the pixel threshold) (default: predictions)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--pool", type=_count, default=None,
-                   help="average-pooling size of the image score (default: 16 at 256 px, scaled to the model's size)")
+                   help="average-pooling size of the image score (default: the one the threshold was set with, "
+                   "else 16 at 256 px, scaled to the model's size)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print a JSON list: path, score, threshold, decision, "
+                     "heatmap, map, mask per image")
+    fmt.add_argument("--csv", action="store_true", help="print CSV with a header: " + ", ".join(PREDICT_COLUMNS))
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="serve the realnet deployments from this machine")
