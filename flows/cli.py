@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from realnet_core.config import ConfigError
@@ -85,12 +86,39 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_data_check(args: argparse.Namespace) -> int:
+def _data_reports(args: argparse.Namespace) -> list[dict]:
+    """The checked categories: the benchmark readers for a root alone, the config's view (own folders, the
+    validation share, the foreground rule) where a config, overrides, a preview or the folder dataset ask."""
     from realnet_core.data.check import check_dataset
+
+    if args.dataset != "folder" and not (args.config or args.set or args.preview):
+        if not args.root:
+            raise ValueError(f"data check --dataset {args.dataset}: give --root (the dataset's root folder)")
+        return check_dataset(args.dataset, args.root, args.category or None)
+    from flows.data_tools import check_categories, folder_categories, write_preview
+    from flows.plan import make_config
+
+    cfg = make_config(args.config or "demo", args.set, args.dataset, {args.dataset: args.root} if args.root else None)
+    if args.category:
+        categories = list(args.category)
+    elif args.dataset == "folder":
+        categories = folder_categories(cfg)
+    else:
+        from realnet_core.data.registry import DATASETS
+
+        categories = [c for c in DATASETS[args.dataset] if args.root and (Path(args.root) / c).is_dir()]
+    reports = check_categories(cfg, args.dataset, categories)
+    if args.preview:
+        for report in reports:
+            report["preview"] = str(write_preview(cfg, args.dataset, report["category"], args.preview))
+    return reports
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
     from realnet_core.data.errors import DatasetProblems
 
     try:
-        reports = check_dataset(args.dataset, args.root, args.category or None)
+        reports = _data_reports(args)
     except DatasetProblems as exc:  # a check lists every problem, one per line
         if len(exc.problems) == 1:
             print(f"realnet: error: {exc.problems[0]}", file=sys.stderr)
@@ -107,7 +135,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     else:
         import pandas as pd
 
-        print(pd.DataFrame(reports).drop(columns="warnings", errors="ignore").to_string(index=False))
+        with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+            print(pd.DataFrame(reports).drop(columns="warnings", errors="ignore").to_string(index=False))
     return 0
 
 
@@ -238,10 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="dataset tools")
     dsub = p.add_subparsers(dest="data_command", required=True)
-    c = dsub.add_parser("check", help="validate a dataset tree and print counts per category")
-    c.add_argument("--dataset", required=True, help="mvtec, visa, mpdd, btad or demo")
-    c.add_argument("--root", required=True, help="the dataset's root folder (holding one folder per category)")
+    c = dsub.add_parser("check", help="validate a dataset tree, print counts and the metrics it supports")
+    c.add_argument("--dataset", required=True, help="mvtec, visa, mpdd, btad, demo, dev or folder (your own data)")
+    c.add_argument("--root", help="the dataset's root folder (holding one folder per category); for folder data "
+                   "named in the config's data.folders, not needed")
     c.add_argument("--category", action="append", help="only this category (repeatable; default: every one present)")
+    c.add_argument("--config", help="a profile or YAML file whose data section (folders, val_fraction, foreground) "
+                   "is checked")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, as for run")
+    c.add_argument("--preview", metavar="DIR", help="also write DIR/<dataset>_<category>_foreground.png: training "
+                   "images with the foreground rule's mask")
     c.add_argument("--json", action="store_true", help="print the counts as JSON")
     c.set_defaults(func=cmd_data_check)
 
