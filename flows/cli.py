@@ -193,6 +193,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from flows.html_report import write_report
+
+    path = write_report(args.artifacts or _default_artifacts(), args.out, [args.dataset] if args.dataset else None,
+                        args.category)
+    print(f"report written to {path}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.deploy import serve
 
@@ -317,6 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "heatmap, map, mask per image")
     fmt.add_argument("--csv", action="store_true", help="print CSV with a header: " + ", ".join(PREDICT_COLUMNS))
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("report", help="one self-contained HTML page: metrics vs the paper, ROC curves, score "
+                       "histograms with the threshold, worst false positives and negatives, synthetic anomalies")
+    p.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
+    p.add_argument("--artifacts", help="artifact root, a local folder (default $REALNET_ARTIFACTS or ./artifacts)")
+    p.add_argument("--dataset", help="only this dataset")
+    p.add_argument("--category", action="append", help="only this category (repeatable)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("serve", help="serve the realnet deployments from this machine")
     p.set_defaults(func=cmd_serve)
