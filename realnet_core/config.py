@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -65,7 +73,7 @@ class DataConfig(_Section):
 
     @field_validator("folders", "foreground")
     @classmethod
-    def _safe_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+    def _safe_names(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         from realnet_core.data.errors import DatasetError
         from realnet_core.data.registry import check_name
 
@@ -73,7 +81,7 @@ class DataConfig(_Section):
             try:
                 check_name("folder", name)
             except DatasetError as exc:
-                raise ValueError(str(exc)) from None
+                raise ValueError(f"data.{info.field_name}: {exc}") from None
         return v
 
     @field_validator("foreground")
@@ -86,7 +94,7 @@ class DataConfig(_Section):
                 try:
                     rule_by_name(rule)
                 except ValueError as exc:
-                    raise ValueError(f"{name}: {exc}") from None
+                    raise ValueError(f"data.foreground.{name}: {exc}") from None
         return v
 
 

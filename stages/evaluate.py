@@ -97,7 +97,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     }), ctx.workdir / "scores.parquet")
     write_float_maps(ctx.workdir / "maps.zarr", maps)
     _overlays(ctx, split, masks, maps, scores, size)
-    return {k: row[k] for k in ("image_auroc", "pixel_auroc", "pro", "n_test")}
+    # The manifest is JSON: a metric the test set cannot support is null there too.
+    return {k: None if isinstance(row[k], float) and np.isnan(row[k]) else row[k]
+            for k in ("image_auroc", "pixel_auroc", "pro", "n_test", "image_threshold", "f1", "fpr")}
 
 
 def _ranking_metrics(support: dict[str, str | None], labels: np.ndarray, scores: np.ndarray, masks: np.ndarray,

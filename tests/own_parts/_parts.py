@@ -11,6 +11,13 @@ import numpy as np
 from realnet_core.data.demo import _random_crop, _write_png, add_defect
 
 KINDS = ("scratch", "stain", "foreign")
+# CutPaste as the anomaly source (no diffusion stages), tiny sizes: each run takes seconds.
+TINY = [
+    "synthesis.source=cutpaste", "afs.batches=2", "afs.batch_size=4", "afs.dims=[16,24,48,96]",
+    "train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=4", "data.image_size=64",
+    "evaluate.overlays=2", "runtime.progress=false", "runtime.threads=1",
+]
+TREE_NAME = "Bracket-2.b"
 
 
 def _photos() -> tuple[np.ndarray, np.ndarray]:
@@ -47,3 +54,12 @@ def build_parts(out: Path, n_normal: int = 20, n_abnormal: int = 6, size: int = 
         if masks:
             _write_png(cat / "ground_truth" / kind / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
     return out
+
+
+def plain_overrides(root: Path, name: str, masks: bool = True) -> list[str]:
+    sets = [f"data.folders.{name}.normal={root / 'normal'}"]
+    if (root / "abnormal").is_dir():
+        sets.append(f"data.folders.{name}.abnormal={root / 'abnormal'}")
+    if masks and (root / "masks").is_dir():
+        sets.append(f"data.folders.{name}.masks={root / 'masks'}")
+    return sets

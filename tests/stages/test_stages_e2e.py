@@ -116,7 +116,7 @@ def test_predict_scores_new_images_and_writes_heat_maps(pipeline_run, stage_data
         path, score, thr, decision, heat = line.split("\t")
         assert 0.0 <= float(score) <= 1.0 and float(thr) == pytest.approx(threshold, abs=1e-6)
         assert decision == ("defect" if float(score) > threshold else "ok")
-        assert Path(heat).is_file() and (tmp_path / f"{Path(path).stem}_defect.png").is_file()
+        assert Path(heat).is_file() and Path(heat.replace("_heatmap.png", "_defect.png")).is_file()
 
 
 def test_predict_takes_folders_and_names_repeated_stems_by_their_folder(pipeline_run, stage_data, tmp_path, capsys):
