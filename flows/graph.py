@@ -34,7 +34,7 @@ def resolve_targets(cfg: Config, categories: list[str] | None = None, dataset: s
         return [(ds, c) for ds in ("mvtec", "visa", "mpdd", "btad") for c in DATASETS[ds]]
     out = []
     for name in names:
-        if "/" in name:
+        if "/" in name and (not dataset or name.split("/", 1)[0] in DATASETS):
             ds, cat = name.split("/", 1)
         elif dataset or ds_default in OPEN_DATASETS or ds_default in DATASETS and name in DATASETS[ds_default]:
             ds, cat = ds_default, name

@@ -98,3 +98,48 @@ def test_a_configured_foreground_rule_changes_only_its_own_categorys_training_ke
     plain, ruled = load_config("demo", base), load_config("demo", [*base, "data.foreground.cup=bottle"])
     assert training_fingerprint(plain, "folder", "cup") != training_fingerprint(ruled, "folder", "cup")
     assert training_fingerprint(plain, "folder", "mug") == training_fingerprint(ruled, "folder", "mug")
+
+
+def test_bad_own_data_gets_one_line_errors_from_the_commands_and_nothing_is_written(tmp_path, capsys):
+    from flows.cli import main
+
+    artifacts = tmp_path / "artifacts"
+    (tmp_path / "tree" / "cup" / "train" / "good").mkdir(parents=True)
+    code = main(["run", "--dataset", "folder", "--data-root", str(tmp_path / "tree"), "--category", "cup",
+                 "--no-prefect", "--artifacts", str(artifacts)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == (f"realnet: error: DatasetError: train folder for folder/cup has no images: "
+                                 f"{tmp_path / 'tree' / 'cup' / 'train' / 'good'}")
+    code = main(["run", "--dataset", "folder", "--data-root", str(tmp_path / "tree"), "--category", "../cup",
+                 "--no-prefect", "--artifacts", str(artifacts)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "unsafe category name '../cup'" in err
+    assert not artifacts.exists()
+
+    _img(tmp_path / "n" / "0.png")
+    _img(tmp_path / "a" / "x.png")
+    _img(tmp_path / "m" / "y.png")
+    sets = [f"data.folders.cup.{key}={tmp_path / folder}" for key, folder in
+            (("normal", "n"), ("abnormal", "a"), ("masks", "m"))]
+    code = main(["data", "check", "--dataset", "folder", *[a for s in sets for a in ("--set", s)]])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"realnet: error: mask {tmp_path / 'm' / 'y.png'} has no image")
+
+
+def test_data_check_says_which_metrics_a_folder_dataset_supports_and_previews_its_foreground(tmp_path, capsys):
+    import json
+
+    from flows.cli import main
+
+    for i in range(6):
+        _img(tmp_path / "tree" / "cup" / "train" / "good" / f"{i}.png", i)
+    _img(tmp_path / "tree" / "cup" / "test" / "dent" / "0.png")
+    code = main(["data", "check", "--dataset", "folder", "--root", str(tmp_path / "tree"), "--json",
+                 "--set", "data.foreground.cup=bottle", "--preview", str(tmp_path / "preview")])
+    assert code == 0
+    [report] = json.loads(capsys.readouterr().out)
+    assert report["supports"] == "image_auroc" and report["val"] == 1
+    assert report["unsupported"] == "pixel_auroc: no ground-truth masks; pro: no ground-truth masks"
+    assert report["foreground"] == "gray, otsu, dark; close 6, open 6"
+    preview = tmp_path / "preview" / "folder_cup_foreground.png"
+    assert report["preview"] == str(preview) and preview.stat().st_size > 1000
