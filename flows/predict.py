@@ -67,7 +67,7 @@ def model_and_thresholds(model: str) -> tuple[str, dict[str, Any] | None]:
     found = calibrate.calibration_of(model)
     if found is None:
         return model, None
-    thresholds = calibrate.read_thresholds(found)
+    thresholds = calibrate.thresholds_for(found)
     model_path = calibrate.model_of(found) if Path(model).resolve() == found.resolve() else model
     return model_path, thresholds if thresholds.get("image") is not None else None
 

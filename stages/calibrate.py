@@ -116,3 +116,11 @@ def model_of(calibration: str | Path) -> str:
     """The model artifact folder a calibrate artifact calibrated (from its manifest)."""
     manifest = json.loads((Path(calibration) / MANIFEST).read_text())
     return manifest["meta"]["model"]["path"]
+
+
+def thresholds_for(model: str | Path) -> dict[str, Any] | None:
+    """The ``thresholds`` entry of a model artifact (its calibrate artifact found beside it), of a model file,
+    or of a calibrate artifact; None where there is none. ``image`` and ``pixel`` are null (with ``reason``)
+    where the model had no validation images."""
+    found = calibration_of(model)
+    return read_thresholds(found) if found is not None else None
