@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 import pandas as pd
 import pytest
@@ -53,10 +55,10 @@ def test_realnet_run_through_prefect_completes_then_reuses_everything(tmp_path, 
     for key in ("realnet-run-summary", "realnet-metrics", "realnet-vs-paper"):
         assert keys.count(key) == 2, (key, keys)
     assert {t for k, t, _ in rows if k != "realnet-report"} == {"table"}
-    links = [d for k, t, d in rows if k == "realnet-report" and t == "link"]
-    assert len(links) == 2, keys  # each run links its report page, which lies in the artifact root
-    link = json.loads(links[-1]) if links[-1].startswith("{") else {"link": links[-1]}
-    assert Path(link["link"].removeprefix("file://")).is_file()
+    links = [json.loads(d) if d.startswith('"') else d for k, t, d in rows if k == "realnet-report"]
+    assert len(links) == 2, keys  # each run links its report page (a markdown link), which lies in the root
+    url = re.search(r"\((file://[^)]+)\)", links[-1]).group(1)
+    assert Path(unquote(url.removeprefix("file://"))).is_file() and str(artifacts) in unquote(url)
     vs_paper = [json.loads(d) for k, _, d in rows if k == "realnet-vs-paper"][-1]
     vs_paper = json.loads(vs_paper) if isinstance(vs_paper, str) else vs_paper
     assert vs_paper[0]["category"] == "brick" and "image_auroc_paper" in vs_paper[0]
