@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from flows.reports import comparison
+from realnet_core.data.errors import DatasetError
 from realnet_core.data.images import load_batch
 from realnet_core.viz import overlay
 from storage.arrays import open_image_array
@@ -148,7 +149,11 @@ def worst_cases(ev: Evaluation) -> dict[str, list[tuple[str, str]]]:
     for title, rows in picks.items():
         rows = rows.head(WORST)
         tiles = []
-        images = load_batch(list(rows.path), TILE) if len(rows) else []
+        try:
+            images = load_batch(list(rows.path), TILE) if len(rows) else []
+        except DatasetError as exc:  # the dataset moved since evaluation: say so instead of failing the page
+            out[title] = [(f"images not readable now: {exc}", _png(np.full((8, 8, 3), 200, np.uint8)))]
+            continue
         for img, (i, row) in zip(images, rows.iterrows(), strict=True):
             amap = np.asarray(maps[i], np.float32) if maps is not None else np.zeros((TILE, TILE), np.float32)
             amap = cv2.resize(amap, (TILE, TILE), interpolation=cv2.INTER_LINEAR)

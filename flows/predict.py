@@ -4,6 +4,7 @@ threshold, and write heat maps and defect-region masks beside them."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,9 @@ def predict(model: str, images: list[str], out: str = "predictions", device: str
         if not hasattr(detector, "pool"):
             raise ValueError(f"--pool {pool}: the image score of this model's method does not pool its map")
         detector.pool = pool
+        if thresholds is not None and thresholds.get("pool_size") not in (None, pool):
+            print(f"realnet: warning: --pool {pool} is not the pool the stored threshold was set with "
+                  f"({thresholds['pool_size']}): the ok/defect decisions may not hold", file=sys.stderr)
     elif thresholds is not None and hasattr(detector, "pool") and thresholds.get("pool_size"):
         detector.pool = int(thresholds["pool_size"])  # the image score the threshold was set on
     threshold = None if thresholds is None else float(thresholds["image"])
