@@ -242,7 +242,7 @@ def _count(text: str) -> int:
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="demo", help="profile name (demo, paper) or a YAML file")
-    p.add_argument("--dataset", help="mvtec, visa, mpdd, btad or demo")
+    p.add_argument("--dataset", help="mvtec, visa, mpdd, btad, demo, dev, or folder (your own: any category name)")
     p.add_argument("--data-root", help="root folder of --dataset")
     p.add_argument("--category", action="append", help="a category (repeatable); 'all' for all 36")
     p.add_argument("--artifacts",
