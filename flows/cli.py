@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from realnet_core.config import ConfigError
@@ -85,12 +86,39 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_data_check(args: argparse.Namespace) -> int:
+def _data_reports(args: argparse.Namespace) -> list[dict]:
+    """The checked categories: the benchmark readers for a root alone, the config's view (own folders, the
+    validation share, the foreground rule) where a config, overrides, a preview or the folder dataset ask."""
     from realnet_core.data.check import check_dataset
+
+    if args.dataset != "folder" and not (args.config or args.set or args.preview):
+        if not args.root:
+            raise ValueError(f"data check --dataset {args.dataset}: give --root (the dataset's root folder)")
+        return check_dataset(args.dataset, args.root, args.category or None)
+    from flows.data_tools import check_categories, folder_categories, write_preview
+    from flows.plan import make_config
+
+    cfg = make_config(args.config or "demo", args.set, args.dataset, {args.dataset: args.root} if args.root else None)
+    if args.category:
+        categories = list(args.category)
+    elif args.dataset == "folder":
+        categories = folder_categories(cfg)
+    else:
+        from realnet_core.data.registry import DATASETS
+
+        categories = [c for c in DATASETS[args.dataset] if args.root and (Path(args.root) / c).is_dir()]
+    reports = check_categories(cfg, args.dataset, categories)
+    if args.preview:
+        for report in reports:
+            report["preview"] = str(write_preview(cfg, args.dataset, report["category"], args.preview))
+    return reports
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
     from realnet_core.data.errors import DatasetProblems
 
     try:
-        reports = check_dataset(args.dataset, args.root, args.category or None)
+        reports = _data_reports(args)
     except DatasetProblems as exc:  # a check lists every problem, one per line
         if len(exc.problems) == 1:
             print(f"realnet: error: {exc.problems[0]}", file=sys.stderr)
@@ -107,7 +135,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     else:
         import pandas as pd
 
-        print(pd.DataFrame(reports).drop(columns="warnings", errors="ignore").to_string(index=False))
+        with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+            print(pd.DataFrame(reports).drop(columns="warnings", errors="ignore").to_string(index=False))
     return 0
 
 
@@ -135,11 +164,41 @@ def cmd_devbench(args: argparse.Namespace) -> int:
     return 0
 
 
+PREDICT_COLUMNS = ("path", "score", "threshold", "decision", "heatmap", "mask")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+
     from flows.predict import predict
 
-    for path, score, heat in predict(args.model, args.images, args.out, args.device, args.pool):
-        print(f"{path}\t{score:.6f}\t{heat}")
+    rows = predict(args.model, args.images, args.out, args.device, args.pool)
+    if args.json:  # one JSON list, printed once every image is scored
+        print(json.dumps(list(rows), indent=2))
+        return 0
+    if args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=PREDICT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+        return 0
+    warned = False
+    for row in rows:  # path, score, threshold, decision, heat map: one tab-separated line per image, as it is scored
+        if row["threshold"] is None and not warned:
+            print(f"realnet: warning: {args.model} has no stored threshold (no calibrate artifact beside it, or "
+                  "data.val_fraction was 0): scores only, no ok/defect decision", file=sys.stderr)
+            warned = True
+        threshold = "-" if row["threshold"] is None else f"{row['threshold']:.6f}"
+        print(f"{row['path']}\t{row['score']:.6f}\t{threshold}\t{row['decision'] or '-'}\t{row['heatmap']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from flows.html_report import write_report
+
+    path = write_report(args.artifacts or _default_artifacts(), args.out, [args.dataset] if args.dataset else None,
+                        args.category)
+    print(f"report written to {path}")
     return 0
 
 
@@ -183,7 +242,7 @@ def _count(text: str) -> int:
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="demo", help="profile name (demo, paper) or a YAML file")
-    p.add_argument("--dataset", help="mvtec, visa, mpdd, btad or demo")
+    p.add_argument("--dataset", help="mvtec, visa, mpdd, btad, demo, dev, or folder (your own: any category name)")
     p.add_argument("--data-root", help="root folder of --dataset")
     p.add_argument("--category", action="append", help="a category (repeatable); 'all' for all 36")
     p.add_argument("--artifacts",
@@ -217,10 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="dataset tools")
     dsub = p.add_subparsers(dest="data_command", required=True)
-    c = dsub.add_parser("check", help="validate a dataset tree and print counts per category")
-    c.add_argument("--dataset", required=True, help="mvtec, visa, mpdd, btad or demo")
-    c.add_argument("--root", required=True, help="the dataset's root folder (holding one folder per category)")
+    c = dsub.add_parser("check", help="validate a dataset tree, print counts and the metrics it supports")
+    c.add_argument("--dataset", required=True, help="mvtec, visa, mpdd, btad, demo, dev or folder (your own data)")
+    c.add_argument("--root", help="the dataset's root folder (holding one folder per category); for folder data "
+                   "named in the config's data.folders, not needed")
     c.add_argument("--category", action="append", help="only this category (repeatable; default: every one present)")
+    c.add_argument("--config", help="a profile or YAML file whose data section (folders, val_fraction, foreground) "
+                   "is checked")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, as for run")
+    c.add_argument("--preview", metavar="DIR", help="also write DIR/<dataset>_<category>_foreground.png: training "
+                   "images with the foreground rule's mask")
     c.add_argument("--json", action="store_true", help="print the counts as JSON")
     c.set_defaults(func=cmd_data_check)
 
@@ -245,15 +310,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_devbench)
 
-    p = sub.add_parser("predict", help="score images and write heat maps with a trained model")
-    p.add_argument("--model", required=True, help="a train_realnet artifact folder or its realnet.pt")
+    p = sub.add_parser("predict", help="score images, decide ok or defect, write heat maps and defect masks")
+    p.add_argument("--model", required=True, help="a model artifact folder (e.g. train_realnet's) or its model "
+                   "file, whose thresholds are found beside it, or a calibrate artifact folder")
     p.add_argument("images", nargs="+", help="image files, or folders to search for images")
     p.add_argument("--out", default="predictions",
-                   help="folder for <name>_heatmap.png (image | heat map) and <name>_map.npy (default: predictions)")
+                   help="folder for <name>_heatmap.png (image | heat map), <name>_map.npy and <name>_defect.png "
+                   "(the defect region: pixels above the pixel threshold) (default: predictions)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--pool", type=_count, default=None,
-                   help="average-pooling size of the image score (default: 16 at 256 px, scaled to the model's size)")
+                   help="average-pooling size of the image score (default: the one the threshold was set with, "
+                   "else 16 at 256 px, scaled to the model's size)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print a JSON list: path, score, threshold, decision, "
+                     "heatmap, map, mask per image")
+    fmt.add_argument("--csv", action="store_true", help="print CSV with a header: " + ", ".join(PREDICT_COLUMNS))
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("report", help="one self-contained HTML page: metrics vs the paper, ROC curves, score "
+                       "histograms with the threshold, worst false positives and negatives, synthetic anomalies")
+    p.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
+    p.add_argument("--artifacts", help="artifact root, a local folder (default $REALNET_ARTIFACTS or ./artifacts)")
+    p.add_argument("--dataset", help="only this dataset")
+    p.add_argument("--category", action="append", help="only this category (repeatable)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("serve", help="serve the realnet deployments from this machine")
     p.set_defaults(func=cmd_serve)

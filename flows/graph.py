@@ -11,7 +11,7 @@ from typing import Any
 
 from realnet_core.config import Config
 from realnet_core.data.errors import DatasetError
-from realnet_core.data.registry import DATASETS, check_name, dataset_of
+from realnet_core.data.registry import DATASETS, OPEN_DATASETS, check_name, dataset_of
 from stages import dag
 from stages.common import DATASET_SCOPE
 
@@ -26,14 +26,17 @@ def resolve_targets(cfg: Config, categories: list[str] | None = None, dataset: s
     if not names:
         if ds_default not in DATASETS:
             check_name(ds_default, "_")  # raises with the list of datasets
-        names = list(DATASETS[ds_default])
+        names = list(DATASETS[ds_default]) or sorted(cfg.data.folders)
+        if not names:  # a user's own dataset lists no categories of its own
+            raise DatasetError(f"dataset {ds_default!r}: name a category (--category NAME, data.categories "
+                               "or data.folders.NAME)")
     if names == ["all"]:
         return [(ds, c) for ds in ("mvtec", "visa", "mpdd", "btad") for c in DATASETS[ds]]
     out = []
     for name in names:
-        if "/" in name:
+        if "/" in name and (not dataset or name.split("/", 1)[0] in DATASETS):
             ds, cat = name.split("/", 1)
-        elif dataset or ds_default in DATASETS and name in DATASETS[ds_default]:
+        elif dataset or ds_default in OPEN_DATASETS or ds_default in DATASETS and name in DATASETS[ds_default]:
             ds, cat = ds_default, name
         else:
             try:

@@ -1,10 +1,13 @@
-"""``realnet predict``: score new images with a trained model and write heat maps beside them."""
+"""``realnet predict``: score new images with a trained model, decide ok or defect at the model's stored
+threshold, and write heat maps and defect-region masks beside them."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -14,7 +17,7 @@ from realnet_core.data.images import check_file, read_rgb, resize_rgb
 from realnet_core.data.readers import IMAGE_EXTENSIONS, is_image_file
 from realnet_core.runtime import resolve_device
 from realnet_core.viz import overlay, write_png
-from stages import methods
+from stages import calibrate, methods
 from stages.inputs import to_tensor
 
 
@@ -59,17 +62,37 @@ def output_stems(files: list[Path]) -> list[str]:
     return ["_".join(f.relative_to(common).with_suffix("").parts) for f in resolved]
 
 
+def model_and_thresholds(model: str) -> tuple[str, dict[str, Any] | None]:
+    """The model artifact to load and its stored thresholds (None when it has none): ``model`` is a model
+    artifact (or its model file), whose calibrate artifact is found beside it, or a calibrate artifact."""
+    found = calibrate.calibration_of(model)
+    if found is None:
+        return model, None
+    thresholds = calibrate.thresholds_for(found)
+    model_path = calibrate.model_of(found) if Path(model).resolve() == found.resolve() else model
+    return model_path, thresholds if thresholds.get("image") is not None else None
+
+
 def predict(model: str, images: list[str], out: str = "predictions", device: str = "auto",
-            pool: int | None = None) -> Iterator[tuple[str, float, str]]:
-    """Yield (image path, image score, heat-map path) for each image, one at a time."""
+            pool: int | None = None) -> Iterator[dict[str, Any]]:
+    """Yield one row per image, one at a time: path, score, threshold, decision (``ok`` or ``defect``, None
+    without a stored threshold), and the heat map, anomaly map and defect-region mask written for it."""
     files = image_inputs(images)
     dev = resolve_device(device)
-    detector = methods.load_detector(model, dev)
+    model_path, thresholds = model_and_thresholds(model)
+    detector = methods.load_detector(model_path, dev)
     size = detector.image_size
     if pool is not None:
         if not hasattr(detector, "pool"):
             raise ValueError(f"--pool {pool}: the image score of this model's method does not pool its map")
         detector.pool = pool
+        if thresholds is not None and thresholds.get("pool_size") not in (None, pool):
+            print(f"realnet: warning: --pool {pool} is not the pool the stored threshold was set with "
+                  f"({thresholds['pool_size']}): the ok/defect decisions may not hold", file=sys.stderr)
+    elif thresholds is not None and hasattr(detector, "pool") and thresholds.get("pool_size"):
+        detector.pool = int(thresholds["pool_size"])  # the image score the threshold was set on
+    threshold = None if thresholds is None else float(thresholds["image"])
+    pixel = None if thresholds is None else float(thresholds["pixel"])
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, stem in zip(files, output_stems(files), strict=True):
@@ -77,8 +100,15 @@ def predict(model: str, images: list[str], out: str = "predictions", device: str
         amap, scores = detector.score(to_tensor(resize_rgb(img, size)[None], dev))
         score = float(scores[0])
         # The map goes back to the image's own size so it lines up with the original.
-        full = cv2.resize(amap[0].cpu().numpy(), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+        full = cv2.resize(amap[0].float().cpu().numpy(), (img.shape[1], img.shape[0]),
+                          interpolation=cv2.INTER_LINEAR)
         heat = out_dir / f"{stem}_heatmap.png"
         write_png(heat, np.concatenate([img, overlay(img, full)], axis=1))
         np.save(out_dir / f"{stem}_map.npy", full.astype(np.float16))
-        yield str(path), score, str(heat)
+        row: dict[str, Any] = {"path": str(path), "score": score, "threshold": threshold,
+                               "decision": None if threshold is None else ("defect" if score > threshold else "ok"),
+                               "heatmap": str(heat), "map": str(out_dir / f"{stem}_map.npy"), "mask": None}
+        if pixel is not None:  # the defect region: pixels above the pixel threshold, at the image's own size
+            row["mask"] = str(out_dir / f"{stem}_defect.png")
+            write_png(Path(row["mask"]), (full > pixel).astype(np.uint8) * 255)
+        yield row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -53,6 +54,26 @@ def publish_reports(rows: list[dict[str, Any]], root: str) -> None:
                           description="Per-category image AUROC, pixel AUROC and PRO (fractions)")
     create_table_artifact(key="realnet-vs-paper", table=_records(comparison(metrics)),
                           description="Per-category results vs each method's paper (percent)")
+    report = write_run_report(rows, root)
+    if report is not None:
+        from prefect.artifacts import create_link_artifact
+
+        create_link_artifact(key="realnet-report", link=report.resolve().as_uri(), link_text=report.name,
+                             description="The run's report page (metrics, ROC curves, thresholds, worst cases)")
+
+
+def write_run_report(rows: list[dict[str, Any]], root: str) -> Path | None:
+    """``<root>/reports/report-<time>.html`` for this run's categories (a local root only), or None."""
+    from datetime import datetime, timezone
+
+    from flows.html_report import write_report
+
+    if "://" in root:
+        return None
+    evaluated = {(r["dataset"], r["category"]) for r in rows if r["stage"] == "evaluate"}
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return write_report(root, Path(root) / "reports" / f"report-{stamp}.html",
+                        sorted({d for d, _ in evaluated}), sorted({c for _, c in evaluated}))
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:

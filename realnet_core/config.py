@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -27,11 +35,67 @@ class _Section(BaseModel):
 # ---------------------------------------------------------------- sections
 
 
+class FolderSpec(_Section):
+    """Plain folders of one category of the ``folder`` dataset (realnet_core.data.folders)."""
+
+    normal: str = Field(description="normal images (required): the training images")
+    abnormal: str | None = Field(None, description="anomalous test images")
+    masks: str | None = Field(None, description="masks of the abnormal images, matched by file stem")
+    normal_test: str | None = Field(None, description="normal test images; without, data.test_fraction of normal")
+
+
+class ForegroundSpec(_Section):
+    """A custom foreground rule: threshold one channel, keep the bright or dark side, close then open."""
+
+    channel: Literal["gray", "red", "green", "blue"] = "gray"
+    method: Literal["otsu", "triangle"] = "otsu"
+    foreground: Literal["bright", "dark"] = "bright"
+    close: int = Field(0, ge=0, le=64, description="side of the closing's square, 0 = none")
+    open: int = Field(0, ge=0, le=64, description="side of the opening's square, 0 = none")
+
+
 class DataConfig(_Section):
     dataset: str = "demo"
     roots: dict[str, str] = Field(default_factory=lambda: {"demo": "demo_data"})
     categories: list[str] = Field(default_factory=list, description="empty: every category of the dataset")
     image_size: int = Field(256, ge=16, le=1024)
+    # The decision threshold is set on these held-back normal training images, never on the test set.
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="seeded share of the training images kept for "
+                                "the threshold, never trained on")
+    test_fraction: float = Field(0.2, ge=0, lt=1, description="folder data without normal test images: seeded "
+                                 "share of the normal images held out for testing")
+    split_seed: int = 0
+    folders: dict[str, FolderSpec] = Field(default_factory=dict, description="plain folders by category name "
+                                           "(dataset folder)")
+    foreground: dict[str, str | ForegroundSpec] = Field(
+        default_factory=dict, description="per category: whole, a built-in category's rule by name "
+        "(bottle or mvtec/bottle), or a custom rule; default: the built-in rule, the whole image for new data")
+
+    @field_validator("folders", "foreground")
+    @classmethod
+    def _safe_names(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from realnet_core.data.errors import DatasetError
+        from realnet_core.data.registry import check_name
+
+        for name in v:
+            try:
+                check_name("folder", name)
+            except DatasetError as exc:
+                raise ValueError(f"data.{info.field_name}: {exc}") from None
+        return v
+
+    @field_validator("foreground")
+    @classmethod
+    def _known_rules(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from realnet_core.synthesis.foreground import rule_by_name
+
+        for name, rule in v.items():
+            if isinstance(rule, str):
+                try:
+                    rule_by_name(rule)
+                except ValueError as exc:
+                    raise ValueError(f"data.foreground.{name}: {exc}") from None
+        return v
 
 
 class DiffusionConfig(_Section):
@@ -146,6 +210,8 @@ class EvaluateConfig(_Section):
     pool_size: int = Field(16, ge=1)
     pro_fpr_limit: float = Field(0.3, gt=0, le=1)
     overlays: int = Field(8, ge=0)
+    target_fpr: float = Field(0.01, gt=0, lt=1, description="false-positive rate on the validation images that "
+                              "sets the image and pixel thresholds")
 
 
 class RuntimeConfig(_Section):

@@ -195,3 +195,38 @@ def image_scores(maps: Any, pool: int = 16) -> Any:
         raise ValueError(f"expected (B, H, W) or (B, 1, H, W) maps, got {tuple(maps.shape)}")
     k = min(pool, maps.shape[-1], maps.shape[-2])
     return F.avg_pool2d(maps.float(), k, stride=1).flatten(1).amax(1)
+
+
+def decision_metrics(labels: Any, scores: Any, threshold: float) -> dict[str, float]:
+    """Precision, recall, F1 and false-positive rate of the decision ``score > threshold`` (1 = defect).
+
+    A rate whose denominator is empty (no anomalous images for recall, no normal ones for the FPR, no
+    defect decision for precision) is NaN rather than a number that looks measured.
+    """
+    from sklearn.metrics import confusion_matrix
+
+    y = _to_numpy(labels, "labels").reshape(-1).astype(bool)
+    pred = _scores(scores, "scores").reshape(-1) > threshold
+    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[False, True]).ravel()
+
+    def rate(num: int, den: int) -> float:
+        return float(num / den) if den else float("nan")
+
+    precision, recall = rate(tp, tp + fp), rate(tp, tp + fn)
+    f1 = rate(2 * tp, 2 * tp + fp + fn) if y.any() else float("nan")
+    return {"precision": precision, "recall": recall, "f1": f1, "fpr": rate(fp, fp + tn)}
+
+
+def f1_max(labels: Any, scores: Any) -> tuple[float, float]:
+    """``(best F1, its threshold)`` over every threshold on these scores: a threshold chosen on labelled
+    data, so on a test set it is a diagnosis (how good a threshold could be), never a decision rule."""
+    from sklearn.metrics import precision_recall_curve
+
+    y = _to_numpy(labels, "labels").reshape(-1).astype(bool)
+    precision, recall, thresholds = precision_recall_curve(y, _scores(scores, "scores").reshape(-1))
+    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+    best = int(np.argmax(f1))
+    # precision_recall_curve decides score >= t; the stored rule is score > t, so report the score just below.
+    below = _scores(scores, "scores").reshape(-1)
+    below = below[below < thresholds[best]]
+    return float(f1[best]), float(below.max()) if below.size else float(thresholds[best]) - 1e-6

@@ -50,7 +50,8 @@ def triptych(image: np.ndarray, mask: np.ndarray, amap: np.ndarray, vmax: float 
 
 
 def write_png(path: str, image: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    """Write an (H, W, 3) RGB or an (H, W) gray uint8 image as PNG."""
+    ok, data = cv2.imencode(".png", image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"could not encode {path} as PNG")
     try:

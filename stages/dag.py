@@ -1,7 +1,8 @@
 """The stage graph: which stages a config needs and what each one consumes.
 
-The shared stages (train_diffusion, generate_sia, evaluate) frame the stages of the config's method,
-which ``stages.methods`` registers with their upstreams: evaluate consumes the method's model stage.
+The shared stages (train_diffusion, generate_sia, calibrate, evaluate) frame the stages of the config's method,
+which ``stages.methods`` registers with their upstreams: calibrate (the decision thresholds) consumes the
+method's model stage, and evaluate consumes both.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from types import ModuleType
 from realnet_core.config import Config, ConfigError
 from realnet_core.data.check import check_test_files
 from realnet_core.features.backbones import backbone_channels, weights_file
-from stages import evaluate, generate_sia, methods, train_diffusion
+from stages import calibrate, evaluate, generate_sia, methods, train_diffusion
 from stages.inputs import category_split, check_config_files
 
 DIFFUSION = ("train_diffusion", "generate_sia")  # the SIA source's stages
 MODULES: dict[str, ModuleType] = {
     m.NAME: m for m in (train_diffusion, generate_sia,
-                        *(s for method in methods.METHODS.values() for s in method.stages), evaluate)
+                        *(s for method in methods.METHODS.values() for s in method.stages), calibrate,
+                        evaluate)
 }
 ORDER = list(MODULES)
 
@@ -34,8 +36,9 @@ def upstream(stage: str, cfg: Config) -> list[str]:
     method = methods.owner(stage)
     if method is not None:
         return method.upstream(stage, cfg)
-    return {"train_diffusion": [], "generate_sia": ["train_diffusion"],
-            "evaluate": [methods.of(cfg).model_stage]}[stage]
+    model = methods.of(cfg).model_stage
+    return {"train_diffusion": [], "generate_sia": ["train_diffusion"], "calibrate": [model],
+            "evaluate": [model, "calibrate"]}[stage]
 
 
 def downstream_closure(stages: list[str], cfg: Config) -> set[str]:

@@ -1,7 +1,12 @@
-"""Stage 5: evaluate on the test split: anomaly maps, image and pixel AUROC, PRO.
+"""Stage 5: evaluate on the test split: anomaly maps, image and pixel AUROC, PRO, and the decisions.
 
-Outputs ``metrics.parquet`` (one row), ``scores.parquet`` (one row per test image), ``maps.zarr``
-(float16 anomaly maps at the model input size) and ``overlays/`` (image | ground truth | heat map).
+Outputs ``metrics.parquet`` (one row), ``scores.parquet`` (one row per test image, with its decision at the
+stored threshold), ``maps.zarr`` (float16 anomaly maps at the model input size) and ``overlays/``
+(image | ground truth | heat map).
+
+A metric the test set cannot support (image AUROC without anomalous images, pixel AUROC and PRO without
+masks) is null, and ``null_reason`` says why. The decisions use the calibrate stage's thresholds, set on
+validation images; the F1-max threshold, chosen on this test set, is reported for diagnosis only.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ import pandas as pd
 
 from realnet_core import metrics
 from realnet_core.config import Config
+from realnet_core.data.folders import metric_support
 from realnet_core.data.images import load_batch
 from realnet_core.viz import triptych, write_png
-from stages import methods
+from stages import calibrate, methods
 from stages.common import StageContext
 from stages.inputs import category_split, test_fingerprint, test_masks, to_tensor
 from stages.loaders import TestBatches, prefetch
@@ -25,7 +31,8 @@ from storage.arrays import write_float_maps
 from storage.tables import write_table
 
 NAME = "evaluate"
-VERSION = "2"
+VERSION = "3"
+F1_MAX_NOTE = "chosen on the test set: a diagnosis only, never the decision threshold"
 TABLES = ("metrics", "scores")
 # The backbone file is the one the model artifact names, already in its stage's fingerprint.
 FILES: tuple[str, ...] = ()
@@ -65,25 +72,64 @@ def run(ctx: StageContext) -> dict[str, Any]:
     bar.close()
     seconds = time.perf_counter() - t0
     labels = np.array([s.label for s in split.test])
+    support = metric_support(split)
+    thresholds = calibrate.read_thresholds(ctx.upstream_path("calibrate"))
+    if thresholds["image"] is None:
+        support["threshold"] = support["precision_recall"] = support["fpr"] = thresholds["reason"]
 
     row = {
         "dataset": ctx.dataset, "category": ctx.category,
-        "image_auroc": metrics.image_auroc(labels, scores),
-        "pixel_auroc": metrics.pixel_auroc(masks, maps),
-        "pro": metrics.pro(masks, maps, fpr_limit=cfg.pro_fpr_limit),
+        **_ranking_metrics(support, labels, scores, masks, maps, cfg.pro_fpr_limit),
+        **_decision_metrics(support, labels, scores, thresholds),
+        "null_reason": "; ".join(f"{k}: {v}" for k, v in support.items() if v) or None,
         "n_test": len(labels), "n_anomalous": int(labels.sum()), "n_normal": int((labels == 0).sum()),
-        "images_per_s": len(labels) / max(seconds, 1e-9),
+        "n_val": len(split.val), "images_per_s": len(labels) / max(seconds, 1e-9),
         "method": ctx.cfg.method, "model_key": ctx.upstream[model_stage].key, "evaluate_key": ctx.ref.key,
     }
     write_table(pd.DataFrame([row]), ctx.workdir / "metrics.parquet")
+    threshold = thresholds["image"]
     write_table(pd.DataFrame({
         "dataset": ctx.dataset, "category": ctx.category,
         "path": [s.path for s in split.test], "label": labels, "defect": [s.defect for s in split.test],
         "score": scores.astype(np.float64),
+        "threshold": np.nan if threshold is None else float(threshold),
+        "decision": None if threshold is None else np.where(scores > threshold, "defect", "ok"),
     }), ctx.workdir / "scores.parquet")
     write_float_maps(ctx.workdir / "maps.zarr", maps)
     _overlays(ctx, split, masks, maps, scores, size)
-    return {k: row[k] for k in ("image_auroc", "pixel_auroc", "pro", "n_test")}
+    # The manifest is JSON: a metric the test set cannot support is null there too.
+    return {k: None if isinstance(row[k], float) and np.isnan(row[k]) else row[k]
+            for k in ("image_auroc", "pixel_auroc", "pro", "n_test", "image_threshold", "f1", "fpr")}
+
+
+def _ranking_metrics(support: dict[str, str | None], labels: np.ndarray, scores: np.ndarray, masks: np.ndarray,
+                     maps: np.ndarray, pro_fpr_limit: float) -> dict[str, Any]:
+    """Threshold-free metrics; NaN (null in the table) where ``support`` gives a reason."""
+    nan = float("nan")
+    image = metrics.image_auroc(labels, scores) if support["image_auroc"] is None else nan
+    if support["pixel_auroc"] is None:
+        pixel, pro = metrics.pixel_auroc(masks, maps), metrics.pro(masks, maps, fpr_limit=pro_fpr_limit)
+    else:
+        pixel = pro = nan
+    out: dict[str, Any] = {"image_auroc": image, "pixel_auroc": pixel, "pro": pro,
+                           "test_f1_max": nan, "test_f1_max_threshold": nan, "test_f1_max_note": None}
+    if support["image_auroc"] is None:
+        out["test_f1_max"], out["test_f1_max_threshold"] = metrics.f1_max(labels, scores)
+        out["test_f1_max_note"] = F1_MAX_NOTE
+    return out
+
+
+def _decision_metrics(support: dict[str, str | None], labels: np.ndarray, scores: np.ndarray,
+                      thresholds: dict[str, Any]) -> dict[str, Any]:
+    """Precision, recall, F1 and FPR at the stored image threshold, and the thresholds themselves."""
+    nan = float("nan")
+    out: dict[str, Any] = {"image_threshold": nan, "pixel_threshold": nan, "target_fpr": thresholds["target_fpr"],
+                           "precision": nan, "recall": nan, "f1": nan, "fpr": nan}
+    if thresholds["image"] is None:
+        return out
+    out["image_threshold"], out["pixel_threshold"] = float(thresholds["image"]), float(thresholds["pixel"])
+    out.update(metrics.decision_metrics(labels, scores, thresholds["image"]))
+    return out
 
 
 def _overlays(ctx: StageContext, split, masks, maps, scores, size) -> None:

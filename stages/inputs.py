@@ -8,15 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 
 from realnet_core.config import Config
+from realnet_core.data import folders
 from realnet_core.data.check import read_checked_mask
 from realnet_core.data.errors import DatasetError
 from realnet_core.data.images import load_batch, resize_mask
 from realnet_core.data.readers import CategorySplit, read_category
 from realnet_core.data.registry import DATASETS, check_name
 from realnet_core.features.backbones import RANDOM
-from realnet_core.synthesis.foreground import foreground_mask
+from realnet_core.synthesis.foreground import ForegroundRule, apply_rule, rule_for
 from storage.keys import fingerprint_files
 
 
@@ -28,16 +30,40 @@ def data_root(cfg: Config, dataset: str) -> str:
     return roots[dataset]
 
 
-def category_split(cfg: Config, dataset: str, category: str) -> CategorySplit:
-    """The listing is read afresh each time (it is cheap): a served process must see new files."""
+def listed_split(cfg: Config, dataset: str, category: str, strict: bool = True) -> CategorySplit:
+    """The category's files as its layout lists them, before the validation share is taken out: the folder
+    dataset's plain folders (``data.folders``) or MVTec-style tree, else the benchmark readers."""
     check_name(dataset, category)
-    return read_category(dataset, data_root(cfg, dataset), category)
+    if dataset == folders.DATASET:
+        share = {"test_fraction": cfg.data.test_fraction, "seed": cfg.data.split_seed, "strict": strict}
+        spec = cfg.data.folders.get(category)
+        if spec is not None:
+            return folders.read_plain(category, **spec.model_dump(), **share)
+        if dataset not in cfg.data.roots:
+            raise DatasetError(f"folder/{category}: neither data.folders.{category} (plain folders) nor "
+                               "data.roots.folder (--data-root, a tree <root>/<category>/train/good) is set")
+        return folders.read_tree(data_root(cfg, dataset), category, **share)
+    return read_category(dataset, data_root(cfg, dataset), category, strict=strict)
+
+
+def category_split(cfg: Config, dataset: str, category: str) -> CategorySplit:
+    """The split every stage reads: ``train`` without the validation share (``data.val_fraction``), which is
+    ``val``. One place, so that no training stage can read a validation image.
+
+    The listing is read afresh each time (it is cheap): a served process must see new files.
+    """
+    split = listed_split(cfg, dataset, category)
+    split.train, split.val = folders.hold_out(split.train, cfg.data.val_fraction, cfg.data.split_seed,
+                                              folders.VAL_SALT)
+    return split
 
 
 def present_categories(cfg: Config, dataset: str) -> list[str]:
     """Categories of the dataset that exist under its root (dataset-scoped diffusion trains on these)."""
     from pathlib import Path
 
+    if dataset == folders.DATASET:  # its categories are the ones the run names
+        return list(cfg.data.categories) or sorted(cfg.data.folders)
     root = Path(data_root(cfg, dataset))
     found = [c for c in DATASETS[dataset] if (root / c).is_dir()]
     if not found:
@@ -81,6 +107,11 @@ def train_fingerprint(cfg: Config, dataset: str, category: str) -> str:
     return _fingerprint(split.train, split.root)
 
 
+def val_fingerprint(cfg: Config, dataset: str, category: str) -> str:
+    split = category_split(cfg, dataset, category)
+    return _fingerprint(split.val, split.root)
+
+
 def test_fingerprint(cfg: Config, dataset: str, category: str) -> str:
     split = category_split(cfg, dataset, category)
     return _fingerprint([s.path for s in split.test] + [s.mask_path for s in split.test if s.mask_path], split.root)
@@ -93,11 +124,19 @@ def train_images(split: CategorySplit, size: int) -> np.ndarray:
     return load_batch(split.train, size)
 
 
-def foreground_masks(images: np.ndarray, dataset: str, category: str, enabled: bool = True) -> np.ndarray:
+def foreground_of(cfg: Config, dataset: str, category: str) -> ForegroundRule:
+    """The category's foreground rule: ``data.foreground`` where it names one, else the built-in rule."""
+    configured = cfg.data.foreground.get(category)
+    if isinstance(configured, BaseModel):
+        configured = configured.model_dump()
+    return rule_for(dataset, category, configured)
+
+
+def foreground_masks(images: np.ndarray, rule: ForegroundRule, enabled: bool = True) -> np.ndarray:
     """(N, H, W) bool foreground per image, so that synthetic anomalies land on the object."""
     if not enabled:
         return np.ones(images.shape[:3], dtype=bool)
-    return np.stack([foreground_mask(img, dataset, category) for img in images])
+    return np.stack([apply_rule(img, rule) for img in images])
 
 
 def test_masks(split: CategorySplit, size: int) -> np.ndarray:

@@ -22,6 +22,7 @@ from stages.inputs import (
     category_split,
     files_fingerprint,
     foreground_masks,
+    foreground_of,
     to_tensor,
     train_fingerprint,
     train_images,
@@ -39,8 +40,12 @@ def synthesis_key(cfg: Config, exclude: set[str] | None = None) -> dict[str, Any
 
 
 def training_fingerprint(cfg: Config, dataset: str, category: str) -> str:
-    """The category's training images and the files named by TRAINING_FILES."""
-    return ",".join([train_fingerprint(cfg, dataset, category), *files_fingerprint(cfg, TRAINING_FILES)])
+    """The category's training images, the files named by TRAINING_FILES and a configured foreground rule
+    (only where ``data.foreground`` names one, so that the keys of every other category stay as they were)."""
+    parts = [train_fingerprint(cfg, dataset, category), *files_fingerprint(cfg, TRAINING_FILES)]
+    if category in cfg.data.foreground:
+        parts.append(f"foreground={foreground_of(cfg, dataset, category)}")
+    return ",".join(parts)
 
 
 @dataclass
@@ -91,7 +96,7 @@ def load_training_data(ctx: StageContext, split: CategorySplit | None = None) ->
     size = cfg.data.image_size
     split = split or category_split(cfg, ctx.dataset, ctx.category)
     imgs = train_images(split, size)
-    fg = foreground_masks(imgs, ctx.dataset, ctx.category, cfg.synthesis.use_foreground)
+    fg = foreground_masks(imgs, foreground_of(cfg, ctx.dataset, ctx.category), cfg.synthesis.use_foreground)
     if cfg.synthesis.source == "sia":
         source = StoredSIASource(f"{ctx.upstream_path('generate_sia')}/sia.zarr")
     elif cfg.synthesis.source == "texture":

@@ -12,9 +12,10 @@ from collections.abc import Iterable
 import numpy as np
 
 from .errors import DatasetError, DatasetProblems
+from .folders import metric_support
 from .images import check_file, image_size, read_mask
 from .readers import CategorySplit, TestSample, read_category, require_root
-from .registry import DATASETS, check_name
+from .registry import DATASETS, OPEN_DATASETS, check_name
 
 
 def check_category(dataset: str, root: str | os.PathLike, category: str, decode: bool = True) -> dict:
@@ -24,7 +25,13 @@ def check_category(dataset: str, root: str | os.PathLike, category: str, decode:
     is decoded and each mask must have its image's height and width. Raises DatasetProblems naming
     every broken file, not just the first.
     """
-    split = read_category(dataset, root, category, strict=False)
+    return check_split(read_category(dataset, root, category, strict=False), decode)
+
+
+def check_split(split: CategorySplit, decode: bool = True) -> dict:
+    """:func:`check_category` for a split already listed (with ``strict=False``), e.g. a user's own folders;
+    the report also says which metrics its test set supports (``supports``, and ``unsupported`` with why)."""
+    dataset, category = split.dataset, split.category
     problems = [*split.problems, *_test_set_kinds(split)]
     non_square: list[str] = []
     if decode:
@@ -45,6 +52,12 @@ def check_category(dataset: str, root: str | os.PathLike, category: str, decode:
     if problems:
         raise DatasetProblems(f"{dataset}/{category}", problems)
     report = {"dataset": dataset, "category": category, **split.counts()}
+    if split.val:
+        report["val"] = len(split.val)
+    support = metric_support(split)
+    report["supports"] = ", ".join(k for k in ("image_auroc", "pixel_auroc", "pro") if support[k] is None) or "none"
+    reasons = {k: v for k, v in support.items() if v and k in ("image_auroc", "pixel_auroc", "pro")}
+    report["unsupported"] = "; ".join(f"{k}: {v}" for k, v in reasons.items()) or ""
     if decode:
         report["non_square"] = len(non_square)
         report["warnings"] = [non_square_warning(f"{dataset}/{category}", non_square)] if non_square else []
@@ -83,7 +96,10 @@ def _all_empty(split: CategorySplit, empty: list[str], decoded: int) -> list[str
 
 def _test_set_kinds(split: CategorySplit) -> list[str]:
     # Image AUROC needs normal and anomalous test images; evaluate would fail after all the training.
+    # A user's own data may have normal images only: its metrics say what they lack (folders.metric_support).
     counts = split.counts()
+    if split.dataset in OPEN_DATASETS:
+        return [] if split.test else [f"{split.dataset}/{split.category} has no test images"]
     missing = [kind for kind, key in (("normal", "test_good"), ("anomalous", "test_anomalous")) if not counts[key]]
     return [f"{split.dataset}/{split.category} test set has no {kind} images (image AUROC needs both kinds)"
             for kind in missing]

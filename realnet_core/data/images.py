@@ -1,5 +1,15 @@
 """Image and mask decoding, resizing and batching for the dataset readers.
 
+One rule for every image and mask, wherever it is read (training, evaluation, predict, data check):
+
+1. Decoded as it is displayed: the EXIF orientation (JPEG, TIFF, PNG, WebP) is applied.
+2. Colours: gray is repeated into three channels, alpha is dropped (a fully transparent image is an
+   error), 16-bit is scaled to 8 bits over the full range (65535 -> 255), float is clipped to [0, 1].
+3. Any size and aspect ratio: stretched to the model's square (``data.image_size``) without keeping
+   the aspect ratio, as the paper does (``data check`` warns about non-square images).
+4. A mask follows its image: read by the same rule (its own orientation applied), it must have its image's
+   displayed height and width, and is resized to the same square with nearest-neighbour sampling.
+
 Decoding goes through ``cv2.imdecode`` on bytes read with ``open()`` rather than ``cv2.imread``,
 because ``imread`` silently fails on non-ASCII paths on some platforms.
 """
@@ -89,7 +99,38 @@ def _decode(path: PathLike) -> np.ndarray:
     img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise DatasetError(f"cannot decode image file (corrupt, truncated or unsupported): {os.fspath(path)}")
-    return img
+    return _orient(img, exif_orientation(data))
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1-8) of an encoded image, 1 where it has none. Pillow reads only the header."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels as displayed: EXIF orientation 2-8 as Pillow's ``ImageOps.exif_transpose`` applies it."""
+    ops = {
+        2: lambda a: a[:, ::-1],  # mirrored left-right
+        3: lambda a: a[::-1, ::-1],  # rotated 180
+        4: lambda a: a[::-1],  # mirrored top-bottom
+        5: lambda a: a.swapaxes(0, 1),  # transposed
+        6: lambda a: np.rot90(a, -1),  # rotated 90 clockwise to display
+        7: lambda a: np.rot90(a, 2).swapaxes(0, 1),  # transversed
+        8: lambda a: np.rot90(a, 1),  # rotated 90 anticlockwise to display
+    }
+    return np.ascontiguousarray(ops[orientation](img)) if orientation in ops else img
 
 
 def _to_uint8(img: np.ndarray, path: PathLike) -> np.ndarray:

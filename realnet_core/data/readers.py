@@ -53,6 +53,8 @@ class CategorySplit:
     test: list[TestSample] = field(default_factory=list)
     # Files left out of the lists above, one sentence each (read_category(strict=False) only).
     problems: list[str] = field(default_factory=list, compare=False)
+    # Normal training images held back to set the decision threshold (data.val_fraction), never trained on.
+    val: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {

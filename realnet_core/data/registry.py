@@ -7,6 +7,7 @@ a command line or a config file cannot point outside the dataset root.
 from __future__ import annotations
 
 import difflib
+import re
 
 from .errors import DatasetError
 
@@ -24,7 +25,11 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "demo": ("brick", "grass"),
     # The development set (realnet_core.data.devset): real photographs with hand-made defects.
     "dev": ("moon", "foliage", "cell", "coins"),
+    # A user's own data: any safe category name (realnet_core.data.folders), so none is listed here.
+    "folder": (),
 }
+# Datasets whose categories are whatever the user names, checked only for being safe path parts.
+OPEN_DATASETS = ("folder",)
 
 _OWNER: dict[str, str] = {c: d for d, cats in DATASETS.items() for c in cats}
 # A category name must map to one dataset, or dataset_of() would be ambiguous.
@@ -38,6 +43,17 @@ def _check_safe(kind: str, name: object) -> str:
         raise DatasetError(f"unsafe {kind} name {name!r}: it must not contain path separators, '..' "
                            "or a leading dot")
     return name
+
+
+# A user's category name becomes a folder of the artifact store: the store's own rule (storage.names).
+_SAFE_OPEN = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+
+
+def _check_open(category: object) -> None:
+    _check_safe("category", category)
+    if not _SAFE_OPEN.fullmatch(category):
+        raise DatasetError(f"unsafe category name {category!r}: use 1-100 letters, digits, '_', '.' or '-' "
+                           "(it names folders of the artifact store)")
 
 
 def _close(name: str, options: list[str]) -> str:
@@ -65,6 +81,9 @@ def check_dataset(dataset: str) -> None:
 def check_name(dataset: str, category: str) -> None:
     """Raise ``DatasetError`` unless ``category`` is a known category of ``dataset``."""
     check_dataset(dataset)
+    if dataset in OPEN_DATASETS:
+        _check_open(category)
+        return
     _check_safe("category", category)
     if category not in DATASETS[dataset]:
         known = DATASETS[dataset]

@@ -4,7 +4,8 @@ Each category has a fixed rule (as in the RealNet authors' data pipeline): thres
 of the RGB image with Otsu or the triangle method, take the bright or the dark side as the
 object, then clean the mask with a morphological closing and/or opening using square
 structuring elements. Texture-like categories (and anything unknown, such as the demo
-dataset) use the whole image.
+dataset or a user's own folder data) use the whole image. ``data.foreground`` in the config picks another
+rule per category: ``whole``, a built-in category's rule by name, or a custom rule (``rule_for``).
 
 | dataset | categories | rule |
 |---|---|---|
@@ -24,8 +25,9 @@ dataset) use the whole image.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -161,3 +163,47 @@ def apply_rule(image: np.ndarray, rule: ForegroundRule) -> np.ndarray:
 def foreground_mask(image: np.ndarray, dataset: str, category: str) -> np.ndarray:
     """Foreground of an RGB uint8 image (H, W, 3) as a bool (H, W) array, per the category's rule."""
     return apply_rule(image, foreground_rule(dataset, category))
+
+
+WHOLE = "whole"
+_DATASETS = ("mvtec", "visa", "mpdd", "btad")
+
+
+def rule_by_name(name: str) -> ForegroundRule:
+    """A rule given by name: ``whole``, or a built-in category's (``bottle`` or ``mvtec/bottle``)."""
+    from realnet_core.data.errors import DatasetError
+    from realnet_core.data.registry import check_name, dataset_of
+
+    if name == WHOLE:
+        return WHOLE_IMAGE
+    dataset, _, category = name.rpartition("/")
+    try:
+        if dataset:
+            if dataset not in _DATASETS:
+                raise DatasetError(f"no built-in foreground rules for dataset {dataset!r}")
+            check_name(dataset, category)
+        else:
+            dataset = dataset_of(category)
+            if dataset not in _DATASETS:
+                raise DatasetError(f"{category!r} is not one of the 36 benchmark categories")
+    except DatasetError as exc:
+        raise ValueError(f"foreground rule {name!r}: {exc}; give {WHOLE!r}, one of the 36 categories "
+                         "(e.g. bottle or mvtec/bottle) or a custom rule") from None
+    return foreground_rule(dataset, category)
+
+
+def rule_for(dataset: str, category: str, configured: str | Mapping[str, Any] | None = None) -> ForegroundRule:
+    """The rule a run uses: the configured one (a name or the fields of a custom rule), else the built-in
+    rule of the category, which is the whole image for a category the table above does not list."""
+    if configured is None:
+        return foreground_rule(dataset, category)
+    if isinstance(configured, str):
+        return rule_by_name(configured)
+    return ForegroundRule(whole_image=False, **dict(configured))
+
+
+def describe_rule(rule: ForegroundRule) -> str:
+    """One line, e.g. ``gray, otsu, dark; close 6, open 6`` or ``whole image``."""
+    if rule.whole_image:
+        return "whole image"
+    return f"{rule.channel}, {rule.method}, {rule.foreground}; close {rule.close}, open {rule.open}"

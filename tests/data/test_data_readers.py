@@ -40,8 +40,9 @@ def test_mvtec_layout(tmp_path, trees, dataset, category):
         else:
             assert s.mask_path is None
     assert read_category(dataset, str(tmp_path), category) == split  # deterministic
-    assert check_category(dataset, tmp_path, category) == {"dataset": dataset, "category": category,
-                                                           **split.counts(), "non_square": 0, "warnings": []}
+    assert check_category(dataset, tmp_path, category) == {
+        "dataset": dataset, "category": category, **split.counts(), "supports": "image_auroc, pixel_auroc, pro",
+        "unsupported": "", "non_square": 0, "warnings": []}
 
 
 @pytest.mark.parametrize("category,img_ext,mask_ext", [("01", ".bmp", ".png"), ("02", ".png", ".png"),

@@ -10,8 +10,8 @@ from realnet_core.data.registry import DATASETS, check_name, dataset_of
 
 def test_the_36_categories():
     sizes = {d: len(c) for d, c in DATASETS.items()}
-    assert sizes == {"mvtec": 15, "visa": 12, "mpdd": 6, "btad": 3, "demo": 2, "dev": 4}
-    assert sum(v for k, v in sizes.items() if k not in ("demo", "dev")) == 36
+    assert sizes == {"mvtec": 15, "visa": 12, "mpdd": 6, "btad": 3, "demo": 2, "dev": 4, "folder": 0}
+    assert sum(v for k, v in sizes.items() if k not in ("demo", "dev")) == 36  # folder: the user's own names
     assert DATASETS["btad"] == ("01", "02", "03")
     assert DATASETS["demo"] == ("brick", "grass")
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 import pandas as pd
 import pytest
@@ -17,7 +19,7 @@ import pytest
 from flows.reports import comparison, paper_results, run_metrics
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = ["train_diffusion", "generate_sia", "select_features", "train_realnet", "evaluate"]
+STAGES = ["train_diffusion", "generate_sia", "select_features", "train_realnet", "calibrate", "evaluate"]
 
 
 def _realnet(args: list[str], home: Path, timeout: float = 600) -> dict:
@@ -52,7 +54,11 @@ def test_realnet_run_through_prefect_completes_then_reuses_everything(tmp_path, 
     keys = [k for k, _, _ in rows]
     for key in ("realnet-run-summary", "realnet-metrics", "realnet-vs-paper"):
         assert keys.count(key) == 2, (key, keys)
-    assert {t for _, t, _ in rows} == {"table"}
+    assert {t for k, t, _ in rows if k != "realnet-report"} == {"table"}
+    links = [json.loads(d) if d.startswith('"') else d for k, t, d in rows if k == "realnet-report"]
+    assert len(links) == 2, keys  # each run links its report page (a markdown link), which lies in the root
+    url = re.search(r"\((file://[^)]+)\)", links[-1]).group(1)
+    assert Path(unquote(url.removeprefix("file://"))).is_file() and str(artifacts) in unquote(url)
     vs_paper = [json.loads(d) for k, _, d in rows if k == "realnet-vs-paper"][-1]
     vs_paper = json.loads(vs_paper) if isinstance(vs_paper, str) else vs_paper
     assert vs_paper[0]["category"] == "brick" and "image_auroc_paper" in vs_paper[0]

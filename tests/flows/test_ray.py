@@ -21,7 +21,7 @@ import pytest
 from storage.tables import load
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = ["train_diffusion", "generate_sia", "select_features", "train_realnet", "evaluate"]
+STAGES = ["train_diffusion", "generate_sia", "select_features", "train_realnet", "calibrate", "evaluate"]
 
 pytestmark = [
     pytest.mark.slow,

@@ -16,7 +16,7 @@ from flows.runner import run_pipeline, status_table
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["train_diffusion", "generate_sia", "select_features", "train_realnet", "evaluate"]
+STAGES = ["train_diffusion", "generate_sia", "select_features", "train_realnet", "calibrate", "evaluate"]
 
 
 def _status(summary: dict) -> dict[str, str]:
@@ -60,17 +60,20 @@ def test_second_identical_run_executes_no_stage(base, artifacts, tiny_overrides)
 def test_changing_afs_reruns_afs_training_and_evaluation_only(base, artifacts, tiny_overrides):
     changed = _run(artifacts, tiny_overrides, ["afs.seed=7"])
     assert _status(changed) == {"train_diffusion": "reused", "generate_sia": "reused", "select_features": "ran",
-                                "train_realnet": "ran", "evaluate": "ran"}
+                                "train_realnet": "ran", "calibrate": "ran", "evaluate": "ran"}
     old = {r["stage"]: r["key"] for r in base["stages"]}
     new = {r["stage"]: r["key"] for r in changed["stages"]}
     assert new["generate_sia"] == old["generate_sia"]
-    assert all(new[s] != old[s] for s in ("select_features", "train_realnet", "evaluate"))
+    assert all(new[s] != old[s] for s in ("select_features", "train_realnet", "calibrate", "evaluate"))
 
 
 def test_changing_only_an_evaluate_setting_reruns_evaluation_only(base, artifacts, tiny_overrides):
-    changed = _run(artifacts, tiny_overrides, ["evaluate.pool_size=4"])
+    changed = _run(artifacts, tiny_overrides, ["evaluate.pro_fpr_limit=0.2"])
     assert _ran(changed) == {"evaluate"}
     assert set(_status(changed).values()) == {"reused", "ran"}
+    # The image score's pooling also sets the threshold: calibrate reruns with it, training does not.
+    pooled = _run(artifacts, tiny_overrides, ["evaluate.pool_size=4"])
+    assert _ran(pooled) == {"calibrate", "evaluate"}
 
 
 def test_runtime_settings_do_not_touch_artifact_keys(base, artifacts, tiny_overrides):
@@ -80,7 +83,7 @@ def test_runtime_settings_do_not_touch_artifact_keys(base, artifacts, tiny_overr
 
 def test_rerun_forces_the_stage_and_its_downstream(base, artifacts, tiny_overrides):
     forced = _run(artifacts, tiny_overrides, rerun=["select_features"])
-    assert _ran(forced) == {"select_features", "train_realnet", "evaluate"}
+    assert _ran(forced) == {"select_features", "train_realnet", "calibrate", "evaluate"}
     assert _status(forced)["generate_sia"] == "reused"
     # same config, so the rebuilt artifacts keep their keys and stay reusable
     assert [r["key"] for r in forced["stages"]] == [r["key"] for r in base["stages"]]
@@ -104,7 +107,7 @@ def test_status_shows_current_stale_and_missing(base, artifacts, tiny_overrides)
     stale = states(["train.seed=123"], ["brick"])
     assert stale == {("brick", "train_diffusion"): "current", ("brick", "generate_sia"): "current",
                      ("brick", "select_features"): "current", ("brick", "train_realnet"): "stale",
-                     ("brick", "evaluate"): "stale"}
+                     ("brick", "calibrate"): "stale", ("brick", "evaluate"): "stale"}
 
     # a category never run has nothing at all
     assert set(states([], ["grass"]).values()) == {"missing"}

@@ -20,7 +20,7 @@ from conftest import TINY
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-STAGES = ["train_diffusion", "generate_sia", "select_features", "train_realnet", "evaluate"]
+STAGES = ["train_diffusion", "generate_sia", "select_features", "train_realnet", "calibrate", "evaluate"]
 
 # The whole pipeline in ~10 s of one CPU core: the shared tiny config (tests/conftest.py), made smaller
 # still, with a checkpoint every epoch so that a kill always has one to resume from. Later overrides win.

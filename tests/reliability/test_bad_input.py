@@ -288,7 +288,7 @@ def test_damaged_artifacts_are_named_by_status_tables_and_predict_and_rebuilt_by
     rows = json.loads(realnet(["status", "--json", *selection]).stdout)
     assert {r["stage"]: r["state"] for r in rows} == {
         "train_diffusion": "current", "generate_sia": "current", "select_features": "current",
-        "train_realnet": "damaged", "evaluate": "damaged"}
+        "train_realnet": "damaged", "calibrate": "current", "evaluate": "damaged"}
 
     tables = realnet(["tables", "metrics", "--artifacts", str(artifacts)])
     assert tables.rc == 0 and "no metrics rows" in tables.stdout, tables.stdout
@@ -303,7 +303,7 @@ def test_damaged_artifacts_are_named_by_status_tables_and_predict_and_rebuilt_by
     assert run.rc == 0, run.stderr
     ran = {r["stage"]: r["status"] for r in json.loads(run.stdout)["stages"]}
     assert ran == {"train_diffusion": "reused", "generate_sia": "reused", "select_features": "reused",
-                   "train_realnet": "ran", "evaluate": "ran"}
+                   "train_realnet": "ran", "calibrate": "reused", "evaluate": "ran"}
     assert f"realnet: warning: artifact {weights.parent} is damaged" in run.stderr
     assert weights.is_file() and json.loads(cut.read_text())["key"] == evaluation  # same keys, rebuilt whole
     rows = json.loads(realnet(["status", "--json", *selection]).stdout)

@@ -82,7 +82,7 @@ def test_runs_of_different_categories_never_block_each_other(realnet, demo_data,
         grass = realnet.start(run_args(root, demo_data, "grass"))
         try:
             assert grass.wait(150) == 0, grass.stderr
-            assert [len(complete(root, s, "grass")) for s in STAGES] == [1] * 5
+            assert [len(complete(root, s, "grass")) for s in STAGES] == [1] * len(STAGES)
             # brick, meanwhile, waits for the lock of its own key and has built nothing.
             time.sleep(0.5)
             assert brick.alive(), brick.stderr

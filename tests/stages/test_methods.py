@@ -12,11 +12,13 @@ def test_realnet_is_registered_with_its_stages_and_the_dag_frames_them():
     method = methods.of(cfg)
     assert method.name == "realnet" and method.model_stage == "train_realnet"
     assert [s.NAME for s in method.stages] == ["select_features", "train_realnet"]
-    assert dag.active(cfg) == ["train_diffusion", "generate_sia", "select_features", "train_realnet", "evaluate"]
-    assert dag.upstream("evaluate", cfg) == ["train_realnet"]
+    assert dag.active(cfg) == ["train_diffusion", "generate_sia", "select_features", "train_realnet", "calibrate",
+                               "evaluate"]
+    assert dag.upstream("calibrate", cfg) == ["train_realnet"]
+    assert dag.upstream("evaluate", cfg) == ["train_realnet", "calibrate"]
     assert dag.upstream("train_realnet", cfg) == ["select_features", "generate_sia"]
     texture = load_config("demo", ["synthesis.source=cutpaste"])
-    assert dag.active(texture) == ["select_features", "train_realnet", "evaluate"]
+    assert dag.active(texture) == ["select_features", "train_realnet", "calibrate", "evaluate"]
     assert dag.upstream("train_realnet", texture) == ["select_features"]
 
 

@@ -24,6 +24,6 @@ def test_a_run_with_another_source_skips_diffusion_and_evaluates(source, tiny_ov
     summary = run_pipeline(categories=["brick"], overrides=[*tiny_overrides, *extra], artifacts=str(artifacts),
                            use_prefect=False)
     assert [(r["stage"], r["status"]) for r in summary["stages"]] == [
-        ("select_features", "ran"), ("train_realnet", "ran"), ("evaluate", "ran")]
+        ("select_features", "ran"), ("train_realnet", "ran"), ("calibrate", "ran"), ("evaluate", "ran")]
     metrics = load("metrics", str(artifacts))
     assert len(metrics) == 1 and 0.0 <= metrics.image_auroc.iloc[0] <= 1.0

@@ -1,11 +1,13 @@
-"""The five stages as plain functions: each writes a complete artifact with the files users look for."""
+"""The six stages as plain functions: each writes a complete artifact with the files users look for."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from stages import dag
@@ -85,13 +87,13 @@ def test_evaluate_writes_metrics_scores_maps_and_overlays(pipeline_run, stage_da
 def test_second_execution_reuses_the_artifact(pipeline_run, tiny_cfg):
     store, results = pipeline_run
     again = execute(dag.MODULES["evaluate"], tiny_cfg, store, "demo", "brick",
-                    {"train_realnet": results["train_realnet"].ref})
+                    {"train_realnet": results["train_realnet"].ref, "calibrate": results["calibrate"].ref})
     assert again.status == "reused" and again.ref == results["evaluate"].ref
 
 
 def test_keys_follow_only_the_config_sections_a_stage_reads(tiny_cfg, pipeline_run):
     _, results = pipeline_run
-    ups = {"train_realnet": results["train_realnet"].ref}
+    ups = {"train_realnet": results["train_realnet"].ref, "calibrate": results["calibrate"].ref}
     base = stage_key(dag.MODULES["evaluate"], tiny_cfg, "demo", "brick", ups)
     changed_afs = tiny_cfg.model_copy(update={"afs": tiny_cfg.afs.model_copy(update={"dims": [8, 8, 8, 8]})})
     assert stage_key(dag.MODULES["evaluate"], changed_afs, "demo", "brick", ups) == base
@@ -109,10 +111,12 @@ def test_predict_scores_new_images_and_writes_heat_maps(pipeline_run, stage_data
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
+    threshold = json.loads((_dir(results, "calibrate") / "thresholds.json").read_text())["image"]
     for line in lines:
-        path, score, heat = line.split("\t")
-        assert 0.0 <= float(score) <= 1.0
-        assert Path(heat).is_file()
+        path, score, thr, decision, heat = line.split("\t")
+        assert 0.0 <= float(score) <= 1.0 and float(thr) == pytest.approx(threshold, abs=1e-6)
+        assert decision == ("defect" if float(score) > threshold else "ok")
+        assert Path(heat).is_file() and Path(heat.replace("_heatmap.png", "_defect.png")).is_file()
 
 
 def test_predict_takes_folders_and_names_repeated_stems_by_their_folder(pipeline_run, stage_data, tmp_path, capsys):
@@ -123,7 +127,7 @@ def test_predict_takes_folders_and_names_repeated_stems_by_their_folder(pipeline
     images = sorted(test.rglob("*.png"))
     assert len({p.stem for p in images}) < len(images), "the demo repeats 000.png in every defect folder"
     assert main(["predict", "--model", str(_dir(results, "train_realnet")), str(test), "--out", str(tmp_path)]) == 0
-    heats = [Path(line.split("\t")[2]) for line in capsys.readouterr().out.strip().splitlines()]
+    heats = [Path(line.split("\t")[4]) for line in capsys.readouterr().out.strip().splitlines()]
     assert len(heats) == len(images) == len(set(heats)) == len(list(tmp_path.glob("*_heatmap.png")))
     first_good = sorted((test / "good").glob("*.png"))[0]
     assert tmp_path / f"good_{first_good.stem}_heatmap.png" in heats
@@ -177,8 +181,8 @@ def test_a_failed_forced_rerun_keeps_the_previous_artifact(pipeline_run, tiny_cf
 
     monkeypatch.setattr(evaluate, "run", broken)
     with pytest.raises(RuntimeError, match="simulated failure"):
-        execute(evaluate, tiny_cfg, store, "demo", "brick", {"train_realnet": results["train_realnet"].ref},
-                force=True)
+        execute(evaluate, tiny_cfg, store, "demo", "brick", {"train_realnet": results["train_realnet"].ref,
+                                                             "calibrate": results["calibrate"].ref}, force=True)
     assert store.exists(results["evaluate"].ref)
     assert (_dir(results, "evaluate") / "metrics.parquet").is_file()
 
