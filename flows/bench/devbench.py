@@ -69,7 +69,9 @@ def run_devbench(profile: str = "demo", overrides: list[str] | None = None, cate
     from flows.graph import resolve_targets
     from flows.plan import ensure_demo_data, make_config
 
-    cfg = make_config(profile, [*(overrides or []), *([f"data.categories={categories}"] if categories else [])],
+    # The protocol trains on all 60 normal images of a category, as the baseline does: no validation share.
+    pinned = ["data.val_fraction=0"]
+    cfg = make_config(profile, [*pinned, *(overrides or []), *([f"data.categories={categories}"] if categories else [])],
                       DATASET, {DATASET: root})
     targets = resolve_targets(cfg, categories, DATASET)
     ensure_demo_data(cfg, targets)
