@@ -111,7 +111,7 @@ class SynthesisConfig(_Section):
 class BackboneConfig(_Section):
     """The frozen feature extractor every method shares."""
 
-    name: Literal["wide_resnet50_2", "resnet34", "resnet50", "efficientnet_lite0"] = "wide_resnet50_2"
+    name: Literal["wide_resnet50_2", "resnet18", "resnet34", "resnet50", "efficientnet_lite0"] = "wide_resnet50_2"
     weights: str | None = None
 
 
