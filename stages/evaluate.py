@@ -1,7 +1,9 @@
 """Stage 5: evaluate on the test split: anomaly maps, image and pixel AUROC, PRO.
 
 Outputs ``metrics.parquet`` (one row), ``scores.parquet`` (one row per test image), ``maps.zarr``
-(float16 anomaly maps at the model input size) and ``overlays/`` (image | ground truth | heat map).
+(float16 anomaly maps at the model input size), ``overlays/`` (image | ground truth | heat map) and
+``seen_anomalies.parquet``: the anomalous test images held out for training (``data.seen_anomalies``),
+which the test split here no longer holds.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from realnet_core.data.images import load_batch
 from realnet_core.viz import triptych, write_png
 from stages import methods
 from stages.common import StageContext
-from stages.inputs import category_split, test_fingerprint, test_masks, to_tensor
+from stages.inputs import category_split, seen_anomalies, test_fingerprint, test_masks, to_tensor
 from stages.loaders import TestBatches, prefetch
 from storage.arrays import write_float_maps
 from storage.tables import write_table
 
 NAME = "evaluate"
-VERSION = "2"
-TABLES = ("metrics", "scores")
+VERSION = "3"
+TABLES = ("metrics", "scores", "seen_anomalies")
 # The backbone file is the one the model artifact names, already in its stage's fingerprint.
 FILES: tuple[str, ...] = ()
 MEMORY_HINT = "a smaller evaluate.batch_size"
@@ -72,7 +74,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "pixel_auroc": metrics.pixel_auroc(masks, maps),
         "pro": metrics.pro(masks, maps, fpr_limit=cfg.pro_fpr_limit),
         "n_test": len(labels), "n_anomalous": int(labels.sum()), "n_normal": int((labels == 0).sum()),
-        "images_per_s": len(labels) / max(seconds, 1e-9),
+        "images_per_s": len(labels) / max(seconds, 1e-9), "seen_anomalies": ctx.cfg.data.seen_anomalies,
         "method": ctx.cfg.method, "model_key": ctx.upstream[model_stage].key, "evaluate_key": ctx.ref.key,
     }
     write_table(pd.DataFrame([row]), ctx.workdir / "metrics.parquet")
@@ -81,6 +83,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "path": [s.path for s in split.test], "label": labels, "defect": [s.defect for s in split.test],
         "score": scores.astype(np.float64),
     }), ctx.workdir / "scores.parquet")
+    seen = seen_anomalies(ctx.cfg, ctx.dataset, ctx.category)
+    write_table(pd.DataFrame({"dataset": ctx.dataset, "category": ctx.category, "path": [s.path for s in seen],
+                              "defect": [s.defect for s in seen]}, columns=["dataset", "category", "path", "defect"]),
+                ctx.workdir / "seen_anomalies.parquet")
     write_float_maps(ctx.workdir / "maps.zarr", maps)
     _overlays(ctx, split, masks, maps, scores, size)
     return {k: row[k] for k in ("image_auroc", "pixel_auroc", "pro", "n_test")}
