@@ -65,7 +65,9 @@ class PRNDetector:
 
     def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         maps = self.anomaly_maps(images)
-        return maps, top_k_scores(maps, self.top_k)
+        # k from the model's own size, not the tensor's shape: a traced graph keeps it as a constant.
+        k = min(self.top_k, self.image_size ** 2)
+        return maps, maps.flatten(1).topk(k, dim=1).values.mean(dim=1)
 
 
 def load_detector(model: str | Path, device: torch.device, cfg: Config | None = None) -> PRNDetector:
