@@ -7,6 +7,7 @@ channels at strides 4, 8, 16). The prototypes are buffers of the module, so a sa
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -14,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .prototypes import prototype_residual
+
+PRIOR = 0.01  # the decoder's initial anomaly probability
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
@@ -130,6 +133,9 @@ class SegmentationDecoder(nn.Module):
         self.block0 = nn.Sequential(_conv_bn_relu(s1 // 2, half), _conv_bn_relu(half, half))
         self.blockf = _conv_bn_relu(half, half)
         self.head = nn.Conv2d(half, 1, 1)
+        # The focal loss's prior initialisation [29]: start at p = 0.01 anomalous everywhere, not 0.5, so the
+        # first steps do not spend themselves pushing every normal pixel down (gamma = 4 barely penalises p = 0.3).
+        nn.init.constant_(self.head.bias, -math.log((1 - PRIOR) / PRIOR))
 
     def forward(self, skips: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
         t1, t2, t3 = skips
