@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_devbench)
 
     p = sub.add_parser("predict", help="score images and write heat maps with a trained model")
-    p.add_argument("--model", required=True, help="a train_realnet artifact folder or its realnet.pt")
+    p.add_argument("--model", required=True, help="a model artifact folder (train_realnet, train_prn) or its file")
     p.add_argument("images", nargs="+", help="image files, or folders to search for images")
     p.add_argument("--out", default="predictions",
                    help="folder for <name>_heatmap.png (image | heat map) and <name>_map.npy (default: predictions)")
