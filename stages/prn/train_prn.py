@@ -53,6 +53,7 @@ def key_config(cfg: Config) -> dict[str, Any]:
     # How often to save a resumable state changes no weight; the prototype settings are in the upstream key.
     return {"prn": cfg.section("prn", exclude={"checkpoint_every", "prototype_ratio", "kmeans_max_iter"}),
             "backbone": cfg.section("backbone"), "image_size": cfg.data.image_size,
+            "use_foreground": cfg.synthesis.use_foreground,  # the target areas lie in the foreground
             "seen_anomalies": cfg.data.seen_anomalies, "seen_seed": cfg.data.seen_seed}
 
 

@@ -186,8 +186,10 @@ class PRN(nn.Module):
 
     def forward(self, features: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
         feats = list(features[:3])
-        with torch.no_grad():  # frozen prototypes on frozen features: nothing to learn in Eq. 1
-            residuals = [prototype_residual(f, p) for f, p in zip(feats, self.prototypes(), strict=True)]
+        # Frozen prototypes on frozen features: nothing to learn in Eq. 1. In float32 even under autocast, so
+        # that bf16 rounding of the distances never changes which prototype is nearest.
+        with torch.no_grad(), torch.autocast(feats[0].device.type, enabled=False):
+            residuals = [prototype_residual(f.float(), p) for f, p in zip(feats, self.prototypes(), strict=True)]
         fused = zip(self.fuse_features(feats), self.fuse_residuals(residuals), strict=True)
         joined = [torch.cat(pair, 1) for pair in fused]
         skips = self.fuse_attention([msa(c) for msa, c in zip(self.attention, joined, strict=True)])

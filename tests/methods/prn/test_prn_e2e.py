@@ -85,3 +85,12 @@ def test_an_image_size_off_the_grid_is_refused(demo_root, tmp_path):
 
     with pytest.raises(ConfigError, match="data.image_size=72: PRN needs a multiple of 16"):
         _run(demo_root, tmp_path, "data.image_size=72")
+
+
+def test_the_detector_traces_for_export(prn_runs):
+    # Pure torch on the device, no data-dependent Python: a traced score is the score, also for another batch size.
+    detector = methods.load_detector(prn_runs[0]["train_prn"], torch.device("cpu"))
+    traced = torch.jit.trace(lambda x: detector.score(x), (torch.rand(2, 3, 64, 64),), check_trace=False)
+    images = torch.rand(3, 3, 64, 64)
+    (maps, scores), (tmaps, tscores) = detector.score(images), traced(images)
+    assert torch.allclose(maps, tmaps, atol=1e-6) and torch.allclose(scores, tscores, atol=1e-6)
