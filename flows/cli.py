@@ -39,7 +39,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     metrics = run_metrics(rows)
     if not metrics.empty:
         cols = ["dataset", "category", "image_auroc", "pixel_auroc", "pro",
-                "image_auroc_paper", "pixel_auroc_paper", "pro_paper"]
+                "image_auroc_paper", "pixel_auroc_paper", "pro_paper", "note"]
         print("\nmetrics (percent) vs the paper:")
         print(comparison(metrics)[cols].to_string(index=False))
     print(f"\nartifacts: {summary['artifacts']}   total {summary['seconds']:.1f} s")
