@@ -40,7 +40,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     metrics = run_metrics(rows)
     if not metrics.empty:
         cols = ["dataset", "category", "image_auroc", "pixel_auroc", "pro",
-                "image_auroc_paper", "pixel_auroc_paper", "pro_paper"]
+                "image_auroc_paper", "pixel_auroc_paper", "pro_paper", "note"]
         print("\nmetrics (percent) vs the paper:")
         print(comparison(metrics)[cols].to_string(index=False))
     print(f"\nartifacts: {summary['artifacts']}   total {summary['seconds']:.1f} s")
@@ -311,8 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_devbench)
 
     p = sub.add_parser("predict", help="score images, decide ok or defect, write heat maps and defect masks")
-    p.add_argument("--model", required=True, help="a model artifact folder (e.g. train_realnet's) or its model "
-                   "file, whose thresholds are found beside it, or a calibrate artifact folder")
+    p.add_argument("--model", required=True, help="a model artifact folder (train_realnet, train_prn, ...) or its "
+                   "model file, whose thresholds are found beside it, or a calibrate artifact folder")
     p.add_argument("images", nargs="+", help="image files, or folders to search for images")
     p.add_argument("--out", default="predictions",
                    help="folder for <name>_heatmap.png (image | heat map), <name>_map.npy and <name>_defect.png "
@@ -343,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--part", action="append", help="only these parts (repeatable): sia, diffusion_train, afs, "
-                   "realnet_train, inference, roofline, memory_model, loading, cached_rerun, busy_cpu")
+                   "realnet_train, inference, roofline, memory_model, loading, cached_rerun, busy_cpu, "
+                   "prn_train, prn_inference")
     p.add_argument("--channels-last", action="store_true", help="run the networks in channels_last layout")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. runtime.compile=true")
     p.add_argument("--trace", metavar="DIR", help="also write a profiler trace and op table of each part to DIR")

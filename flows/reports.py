@@ -33,12 +33,25 @@ def comparison(metrics: pd.DataFrame) -> pd.DataFrame:
     for col in ("image_auroc", "pixel_auroc", "pro"):
         ours[col] = ours[col] * 100
     ours["method"] = metrics["method"].fillna(DEFAULT_METHOD) if "method" in metrics else DEFAULT_METHOD
-    paper = pd.concat([paper_results(m).assign(method=m) for m in ours["method"].unique()], ignore_index=True)
-    table = ours.merge(paper.drop(columns=["source"]), on=["method", "dataset", "category"], how="left",
-                       suffixes=("", "_paper"))
+    # A paper's numbers hold for its own seen-anomaly protocol only (PRN's 10 real anomalies; none for RealNet).
+    ours["seen_anomalies"] = metrics["seen_anomalies"].fillna(0).astype(int) if "seen_anomalies" in metrics else 0
+    paper = pd.concat([_with_seen(paper_results(m)).assign(method=m) for m in ours["method"].unique()],
+                      ignore_index=True)
+    keys = ["method", "dataset", "category"]
+    table = ours.merge(paper[[*keys, "seen_anomalies", "image_auroc", "pixel_auroc", "pro"]],
+                       on=[*keys, "seen_anomalies"], how="left", suffixes=("", "_paper"))
     for col in ("image_auroc", "pixel_auroc", "pro"):
         table[f"{col}_diff"] = table[col] - table[f"{col}_paper"]
+    published = table[keys].merge(paper[[*keys, "seen_anomalies"]], on=keys, how="left")["seen_anomalies"]
+    other = table["image_auroc_paper"].isna() & published.notna().to_numpy()
+    table["note"] = [f"no published number with seen_anomalies={n} (the paper's: {int(p)})" if o else ""
+                     for n, p, o in zip(table["seen_anomalies"], published.fillna(0), other, strict=True)]
     return table.round(2)
+
+
+def _with_seen(paper: pd.DataFrame) -> pd.DataFrame:
+    seen = paper["seen_anomalies"].fillna(0) if "seen_anomalies" in paper else 0
+    return paper.assign(seen_anomalies=pd.Series(seen, index=paper.index).astype(int))
 
 
 def publish_reports(rows: list[dict[str, Any]], root: str) -> None:

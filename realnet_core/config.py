@@ -96,6 +96,10 @@ class DataConfig(_Section):
                 except ValueError as exc:
                     raise ValueError(f"data.foreground.{name}: {exc}") from None
         return v
+    # Real anomalous images a method may train on (PRN's 10, the DRA protocol): a seeded selection from the
+    # test set, removed from the test set that evaluate scores (stages.inputs.category_split).
+    seen_anomalies: int = Field(0, ge=0, description="anomalous test images held out as seen anomalies")
+    seen_seed: int = 0
 
 
 class DiffusionConfig(_Section):
@@ -175,7 +179,7 @@ class SynthesisConfig(_Section):
 class BackboneConfig(_Section):
     """The frozen feature extractor every method shares."""
 
-    name: Literal["wide_resnet50_2", "resnet34", "resnet50", "efficientnet_lite0"] = "wide_resnet50_2"
+    name: Literal["wide_resnet50_2", "resnet18", "resnet34", "resnet50", "efficientnet_lite0"] = "wide_resnet50_2"
     weights: str | None = None
 
 
@@ -203,6 +207,35 @@ class TrainConfig(_Section):
     recon_res_blocks: int = Field(2, ge=1)
     checkpoint_every: int = Field(50, ge=1, description="epochs")
     seed: int = 0
+
+
+class PRNConfig(_Section):
+    """PRN (CVPR 2023, stages/prn): prototypes, network and training; defaults are the paper's (sec. 4.1)."""
+
+    prototype_ratio: float = Field(0.1, gt=0, le=1, description="K = this share of the normal training images")
+    kmeans_max_iter: int = Field(300, ge=1)
+    heads: int = Field(4, ge=1, le=8, description="MSA heads: patch sizes h, h/2, h/4, ...")
+    msa_layers: int = Field(3, ge=1)
+    epochs: int = Field(700, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1, description="None: the normal images once per epoch")
+    batch_size: int = Field(64, ge=4, description="half normal, a quarter extended, a quarter simulated")
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    focal_weight: float = Field(5.0, ge=0)
+    focal_alpha: float = Field(0.5, ge=0, le=1)
+    focal_gamma: float = Field(4.0, ge=0)
+    beta: tuple[float, float] = (0.0, 0.8)
+    texture_root: str | None = Field(None, description="DTD-style textures for HEA; None: HOA only")
+    top_k: int = Field(100, ge=1, description="image score: mean of the top_k highest pixels")
+    checkpoint_every: int = Field(50, ge=1, description="epochs")
+    seed: int = 0
+
+    @field_validator("beta")
+    @classmethod
+    def _beta(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] <= v[1] <= 1:
+            raise ValueError(f"must be [min, max] inside [0, 1], got {list(v)}")
+        return v
 
 
 class EvaluateConfig(_Section):
@@ -265,6 +298,7 @@ class Config(_Section):
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     afs: AFSConfig = Field(default_factory=AFSConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    prn: PRNConfig = Field(default_factory=PRNConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 

@@ -25,9 +25,11 @@ ORDER = list(MODULES)
 
 
 def active(cfg: Config) -> list[str]:
-    """The shared stages and the method's own; the diffusion stages only when the anomaly source is SIA."""
-    own = {s.NAME for s in methods.of(cfg).stages}
-    sia = cfg.synthesis.source == "sia"
+    """The shared stages and the method's own; the diffusion stages only when the method reads SIA."""
+    method = methods.of(cfg)
+    own = {s.NAME for s in method.stages}
+    # The diffusion stages only for a method that consumes SIA (PRN makes its own anomalies).
+    sia = any("generate_sia" in method.upstream(s, cfg) for s in own)
     return [s for s in ORDER
             if (methods.owner(s) is None or s in own) and (sia or s not in DIFFUSION)]
 

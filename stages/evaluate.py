@@ -1,8 +1,9 @@
 """Stage 5: evaluate on the test split: anomaly maps, image and pixel AUROC, PRO, and the decisions.
 
 Outputs ``metrics.parquet`` (one row), ``scores.parquet`` (one row per test image, with its decision at the
-stored threshold), ``maps.zarr`` (float16 anomaly maps at the model input size) and ``overlays/``
-(image | ground truth | heat map).
+stored threshold), ``maps.zarr`` (float16 anomaly maps at the model input size), ``overlays/``
+(image | ground truth | heat map) and ``seen_anomalies.parquet``: the anomalous test images held out for
+training (``data.seen_anomalies``), which the test split here no longer holds.
 
 A metric the test set cannot support (image AUROC without anomalous images, pixel AUROC and PRO without
 masks) is null, and ``null_reason`` says why. The decisions use the calibrate stage's thresholds, set on
@@ -25,7 +26,7 @@ from realnet_core.data.images import load_batch
 from realnet_core.viz import triptych, write_png
 from stages import calibrate, methods
 from stages.common import StageContext
-from stages.inputs import category_split, test_fingerprint, test_masks, to_tensor
+from stages.inputs import category_split, seen_anomalies, test_fingerprint, test_masks, to_tensor
 from stages.loaders import TestBatches, prefetch
 from storage.arrays import write_float_maps
 from storage.tables import write_table
@@ -33,7 +34,7 @@ from storage.tables import write_table
 NAME = "evaluate"
 VERSION = "3"
 F1_MAX_NOTE = "chosen on the test set: a diagnosis only, never the decision threshold"
-TABLES = ("metrics", "scores")
+TABLES = ("metrics", "scores", "seen_anomalies")
 # The backbone file is the one the model artifact names, already in its stage's fingerprint.
 FILES: tuple[str, ...] = ()
 MEMORY_HINT = "a smaller evaluate.batch_size"
@@ -84,6 +85,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "null_reason": "; ".join(f"{k}: {v}" for k, v in support.items() if v) or None,
         "n_test": len(labels), "n_anomalous": int(labels.sum()), "n_normal": int((labels == 0).sum()),
         "n_val": len(split.val), "images_per_s": len(labels) / max(seconds, 1e-9),
+        "seen_anomalies": ctx.cfg.data.seen_anomalies,
         "method": ctx.cfg.method, "model_key": ctx.upstream[model_stage].key, "evaluate_key": ctx.ref.key,
     }
     write_table(pd.DataFrame([row]), ctx.workdir / "metrics.parquet")
@@ -95,6 +97,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "threshold": np.nan if threshold is None else float(threshold),
         "decision": None if threshold is None else np.where(scores > threshold, "defect", "ok"),
     }), ctx.workdir / "scores.parquet")
+    seen = seen_anomalies(ctx.cfg, ctx.dataset, ctx.category)
+    write_table(pd.DataFrame({"dataset": ctx.dataset, "category": ctx.category, "path": [s.path for s in seen],
+                              "defect": [s.defect for s in seen]}, columns=["dataset", "category", "path", "defect"]),
+                ctx.workdir / "seen_anomalies.parquet")
     write_float_maps(ctx.workdir / "maps.zarr", maps)
     _overlays(ctx, split, masks, maps, scores, size)
     # The manifest is JSON: a metric the test set cannot support is null there too.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,10 @@ from realnet_core.data import folders
 from realnet_core.data.check import read_checked_mask
 from realnet_core.data.errors import DatasetError
 from realnet_core.data.images import load_batch, resize_mask
-from realnet_core.data.readers import CategorySplit, read_category
+from realnet_core.data.readers import CategorySplit, TestSample, read_category
 from realnet_core.data.registry import DATASETS, check_name
 from realnet_core.features.backbones import RANDOM
+from realnet_core.runtime import derive_seed
 from realnet_core.synthesis.foreground import ForegroundRule, apply_rule, rule_for
 from storage.keys import fingerprint_files
 
@@ -48,14 +50,34 @@ def listed_split(cfg: Config, dataset: str, category: str, strict: bool = True) 
 
 def category_split(cfg: Config, dataset: str, category: str) -> CategorySplit:
     """The split every stage reads: ``train`` without the validation share (``data.val_fraction``), which is
-    ``val``. One place, so that no training stage can read a validation image.
+    ``val``, and a test set without the seen anomalies (``data.seen_anomalies``). One place, so that no
+    training stage can read a validation image and no metric a seen anomaly.
 
     The listing is read afresh each time (it is cheap): a served process must see new files.
     """
     split = listed_split(cfg, dataset, category)
     split.train, split.val = folders.hold_out(split.train, cfg.data.val_fraction, cfg.data.split_seed,
                                               folders.VAL_SALT)
-    return split
+    seen = {s.path for s in _seen(cfg, split)}
+    return replace(split, test=[s for s in split.test if s.path not in seen]) if seen else split
+
+
+def seen_anomalies(cfg: Config, dataset: str, category: str) -> list[TestSample]:
+    """The ``data.seen_anomalies`` anomalous test images a method may train on, out of every test set."""
+    return _seen(cfg, listed_split(cfg, dataset, category))
+
+
+def _seen(cfg: Config, split: CategorySplit) -> list[TestSample]:
+    # Seeded by (data.seen_seed, dataset, category) over the sorted listing: the same images on every machine.
+    n = cfg.data.seen_anomalies
+    if n == 0:
+        return []
+    bad = [s for s in split.test if s.label == 1]
+    if n > len(bad):
+        raise DatasetError(f"data.seen_anomalies={n}: {split.root}/{split.category} has only {len(bad)} "
+                           "anomalous test images")
+    rng = np.random.default_rng(derive_seed(cfg.data.seen_seed, split.dataset, split.category, "seen"))
+    return [bad[i] for i in sorted(rng.choice(len(bad), n, replace=False))]
 
 
 def present_categories(cfg: Config, dataset: str) -> list[str]:
@@ -83,6 +105,7 @@ def config_files(cfg: Config, keys: Iterable[str]) -> dict[str, str]:
         "sia.classifier_checkpoint": cfg.sia.classifier_checkpoint if cfg.sia.guidance_scale > 0 else None,
         "backbone.weights": None if cfg.backbone.weights == RANDOM else cfg.backbone.weights,
         "synthesis.texture_root": cfg.synthesis.texture_root if cfg.synthesis.source == "texture" else None,
+        "prn.texture_root": cfg.prn.texture_root,
     }
     return {key: used[key] for key in keys if used[key]}
 

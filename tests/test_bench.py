@@ -12,7 +12,7 @@ from flows.bench.run import METRICS, PARTS, run_bench
 # Shrink every size so that the whole run takes seconds on two CPU cores.
 TINY = [
     "data.image_size=64", "sia.batch_size=2", "sia.sampling_steps=2", "diffusion.batch_size=2",
-    "afs.batch_size=2", "train.batch_size=2", "evaluate.batch_size=2",
+    "afs.batch_size=2", "train.batch_size=2", "evaluate.batch_size=2", "prn.batch_size=4",
     "afs.dims=[16,24,48,96]",  # at 64 px layer 4 is 1x1: its reconstruction UNet needs 2+ channels per norm group
 ]
 # The cached rerun runs the whole demo pipeline twice (a minute on a CPU): left to `realnet bench`.

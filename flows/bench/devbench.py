@@ -70,9 +70,8 @@ def run_devbench(profile: str = "demo", overrides: list[str] | None = None, cate
     from flows.plan import ensure_demo_data, make_config
 
     # The protocol trains on all 60 normal images of a category, as the baseline does: no validation share.
-    pinned = ["data.val_fraction=0"]
-    cfg = make_config(profile, [*pinned, *(overrides or []), *([f"data.categories={categories}"] if categories else [])],
-                      DATASET, {DATASET: root})
+    chosen = [f"data.categories={categories}"] if categories else []
+    cfg = make_config(profile, ["data.val_fraction=0", *(overrides or []), *chosen], DATASET, {DATASET: root})
     targets = resolve_targets(cfg, categories, DATASET)
     ensure_demo_data(cfg, targets)
     rows = []

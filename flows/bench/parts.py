@@ -55,6 +55,7 @@ BUDGETS: dict[bool, dict[str, Budget]] = {
         "diffusion_train": Budget(2, 3, 20, 30.0),
         "afs": Budget(1, 2, 10, 20.0),
         "realnet_train": Budget(2, 3, 20, 30.0),
+        "prn_train": Budget(2, 3, 20, 30.0),
         "inference_batch1": Budget(3, 5, 100, 10.0),
         "inference_batched": Budget(2, 3, 20, 20.0),
         "loading": Budget(2, 5, 50, 10.0),
@@ -64,6 +65,7 @@ BUDGETS: dict[bool, dict[str, Budget]] = {
         "diffusion_train": Budget(1, 1, 2, 3.0),
         "afs": Budget(1, 1, 2, 3.0),
         "realnet_train": Budget(1, 1, 2, 3.0),
+        "prn_train": Budget(1, 1, 2, 3.0),
         "inference_batch1": Budget(1, 2, 5, 2.0),
         "inference_batched": Budget(1, 1, 2, 3.0),
         "loading": Budget(1, 1, 3, 2.0),
@@ -320,6 +322,66 @@ def bench_inference(cfg: Config, device: torch.device, quick: bool, channels_las
     return out
 
 
+PRN_PROTOTYPES = 10  # per scale: the paper's 10% of a category of about 100 training images
+
+
+def _prn_data(cfg: Config, n_images: int = 16) -> Any:
+    """PRN's training data over random normal images and two random seen anomalies (so that a batch holds
+    normal, extended and simulated samples, as the paper's protocol trains)."""
+    from stages.prn.batches import PRNData
+
+    size, rng = cfg.data.image_size, np.random.default_rng(0)
+    images = rng.integers(0, 256, (n_images, size, size, 3), dtype=np.uint8)
+    masks = np.zeros((2, size, size), bool)
+    masks[:, size // 4: size // 2, size // 4: size // 2] = True
+    return PRNData(images, np.ones((n_images, size, size), bool), images[:2].copy(), masks, None, tuple(cfg.prn.beta))
+
+
+def _prn_model(cfg: Config, backbone: torch.nn.Module, device: torch.device, channels_last: bool) -> Any:
+    from stages.prn.train_prn import build_model
+
+    return prepare(build_model(cfg, list(backbone.channels), [PRN_PROTOTYPES] * 3), device, channels_last)
+
+
+def bench_prn_train(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
+    """PRN's own training step (``train_prn.train_step``): the batch is made on the host, as the stage does."""
+    from stages.prn.train_prn import train_step
+
+    backbone = backbone_model(cfg, device, channels_last)
+    model = _prn_model(cfg, backbone, device, channels_last).train()
+    bb, net = _compile(backbone, cfg, device), _compile(model, cfg, device)
+    opt, data = torch.optim.Adam(model.parameters(), lr=cfg.prn.lr), _prn_data(cfg)
+    gen = torch.Generator().manual_seed(6)
+
+    def step() -> None:  # the stage reads its losses back once per epoch: no sync here
+        train_step(model, net, bb, opt, data, gen, cfg, device)
+
+    seconds = time_per_iter(step, device, BUDGETS[quick]["prn_train"], "prn_train", back_to_back=True)
+    return {"prn_train_steps_per_s": 1.0 / seconds, "prn_train_batch": cfg.prn.batch_size, "prn_params": _params(model)}
+
+
+def bench_prn_inference(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
+    """PRN's detector (``PRNDetector.score``: backbone, network, top-k image score); images on the device."""
+    from realnet_core.runtime import for_inference
+    from stages.prn.detector import PRNDetector
+
+    backbone = for_inference(backbone_model(cfg, device, channels_last))
+    model = for_inference(_prn_model(cfg, backbone, device, channels_last))
+    size = cfg.data.image_size
+    detector = PRNDetector(_compile(backbone, cfg, device), _compile(model, cfg, device), size, cfg.prn.top_k,
+                           cfg.runtime.bf16)
+    batched = 64 if device.type == "cuda" else cfg.evaluate.batch_size
+    gen, out = torch.Generator().manual_seed(7), {}
+    for label, n in (("batch1", 1), ("batched", batched)):
+        images = _rand_images(n, size, device, gen)
+        free_memory(device)
+        seconds = time_per_iter(lambda x=images: detector.score(x)[1].cpu(), device,
+                                BUDGETS[quick][f"inference_{label}"], f"prn_inference_{label}")
+        out[f"prn_inference_images_per_s_{label}"] = n / seconds
+    out["prn_inference_batch"], out["prn_params"] = batched, _params(model)
+    return out
+
+
 def bench_cached_rerun(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """The tiny demo pipeline in a temporary folder: first run, then the fully cached rerun."""
     import flows.pipeline  # noqa: F401  (imports Prefect: seconds that belong to no run)
@@ -442,6 +504,8 @@ BENCHES: dict[str, Callable[[Config, torch.device, bool, bool], dict[str, Any]]]
     "afs": bench_afs,
     "realnet_train": bench_realnet_train,
     "inference": bench_inference,
+    "prn_train": bench_prn_train,
+    "prn_inference": bench_prn_inference,
     "cached_rerun": bench_cached_rerun,
     "loading": bench_loading,
     "roofline": bench_roofline,

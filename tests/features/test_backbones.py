@@ -6,6 +6,7 @@ import torch
 from realnet_core.features.backbones import build_backbone
 
 EXPECTED = {
+    "resnet18": [64, 128, 256, 512],
     "resnet34": [64, 128, 256, 512],
     "resnet50": [256, 512, 1024, 2048],
     "wide_resnet50_2": [256, 512, 1024, 2048],
@@ -85,3 +86,10 @@ def test_random_build_leaves_the_global_rng_alone():
     torch.manual_seed(5)
     build_backbone("resnet34", weights="random")
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_resnet18_never_downloads(tmp_path, monkeypatch):
+    # PRN's encoder follows the same local-weights rules as the other ResNets: the message names the file.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match=r"resnet18-[0-9a-f]+\.pth.*never downloads"):
+        build_backbone("resnet18")

@@ -1,0 +1,80 @@
+"""Save, load and run a trained PRN: train_prn saves the bundle, ``load_detector`` turns it into the detector
+that evaluate, ``realnet predict`` and the bench call. Its image score is the mean of the ``top_k`` highest
+pixels of the anomaly map (PRN sec. 3.5 and 4.1: the top 100 at 256 px)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from realnet_core.config import Config
+from realnet_core.features.backbones import build_backbone
+from realnet_core.methods.prn import PRN
+from realnet_core.runtime import accelerate, autocast, for_inference
+from storage.checkpoints import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
+from storage.store import StoreError, folder_damage
+
+BUNDLE = "prn.pt"
+
+
+def save_bundle(path: Path, net: PRN, backbone: str, backbone_weights: str | None, image_size: int,
+                top_k: int) -> None:
+    save_checkpoint({"kind": "prn", "model": net.config(), "state_dict": net.state_dict(), "backbone": backbone,
+                     "backbone_weights": backbone_weights, "image_size": image_size, "top_k": top_k}, path)
+
+
+def load_bundle(model: str | Path, device: torch.device) -> tuple[torch.nn.Module, PRN, dict[str, Any]]:
+    p = Path(model)
+    folder = p if p.is_dir() else p.parent
+    damage = folder_damage(folder)  # an artifact folder is used only whole (sizes from its manifest)
+    if damage is not None:
+        raise StoreError(f"{damage}; rebuild it with `realnet run --rerun train_prn`")
+    path = p / BUNDLE if p.is_dir() else p
+    if not path.is_file():
+        raise FileNotFoundError(f"no PRN checkpoint at {model} (give a train_prn artifact or {BUNDLE})")
+    ckpt = load_checkpoint(path)
+    if ckpt.get("kind") != "prn":
+        raise CheckpointError(f"{path}: not a PRN checkpoint (no 'kind: prn' entry)")
+    net = PRN.from_config(ckpt["model"])
+    load_state_into(net, ckpt["state_dict"], str(path))
+    backbone = build_backbone(ckpt["backbone"], ckpt.get("backbone_weights"))
+    return for_inference(backbone.to(device)), for_inference(net.to(device)), ckpt
+
+
+def top_k_scores(maps: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, H, W) maps -> (B,) mean of each map's k highest pixels (all of them for a smaller map)."""
+    flat = maps.flatten(1)
+    return flat.topk(min(k, flat.shape[1]), dim=1).values.mean(dim=1)
+
+
+class PRNDetector:
+    """A trained PRN behind the method seam: the sigmoid map of the decoder, and its top-k mean as the image
+    score. Pure torch on the device, so ``score`` traces to ONNX."""
+
+    def __init__(self, backbone: torch.nn.Module, net: PRN, image_size: int, top_k: int, bf16: bool = True) -> None:
+        self.backbone, self.net, self.image_size, self.top_k, self.bf16 = backbone, net, image_size, top_k, bf16
+
+    @torch.no_grad()
+    def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, H, W) anomaly probability at the input size."""
+        with autocast(images.device, self.bf16):
+            logits = self.net(self.backbone(images)[:3], out_size=tuple(images.shape[-2:]))
+        return torch.sigmoid(logits.float())[:, 0]
+
+    def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.anomaly_maps(images)
+        # k from the model's own size, not the tensor's shape: a traced graph keeps it as a constant.
+        k = min(self.top_k, self.image_size ** 2)
+        return maps, maps.flatten(1).topk(k, dim=1).values.mean(dim=1)
+
+
+def load_detector(model: str | Path, device: torch.device, cfg: Config | None = None) -> PRNDetector:
+    """The detector of a train_prn artifact (or its ``prn.pt``); with ``cfg``, its networks run as
+    ``runtime.compile`` and ``runtime.bf16`` say (evaluate), else eagerly with bf16 on a GPU (predict)."""
+    backbone, net, bundle = load_bundle(model, device)
+    size, k = int(bundle["image_size"]), int(bundle["top_k"])
+    if cfg is None:
+        return PRNDetector(backbone, net, size, k)
+    return PRNDetector(accelerate(backbone, cfg, device), accelerate(net, cfg, device), size, k, cfg.runtime.bf16)
