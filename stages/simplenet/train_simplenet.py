@@ -1,8 +1,10 @@
 """SimpleNet's one stage: train the feature adaptor and the discriminator on normal training images.
 
-Each step takes a batch of training images (an epoch is one shuffled pass, as the code's DataLoader), one
-frozen backbone pass, adapts the aggregated features, adds Gaussian noise for the anomalous ones and steps
-both optimisers on the truncated margin loss. No synthetic images: no diffusion, SIA or AFS stage.
+Each step takes a batch of training images (an epoch is one shuffled pass, as the code's DataLoader), adapts
+their aggregated features, adds Gaussian noise for the anomalous ones and steps both optimisers on the
+truncated margin loss. No synthetic images: no diffusion, SIA or AFS stage. The backbone is frozen and the
+code augments nothing (run.sh), so an image's aggregated features are the same at every step: they are
+computed once, before the first step, and kept on the device (8 MB an image at 288 px and 1536 values).
 Never looks at the test set: the weights kept are those of the last epoch (the authors' code keeps the
 meta-epoch that scored best on the test set).
 Outputs ``simplenet.pt`` and ``simplenet_train_log.parquet``; resumes from ``train_state.pt``.
@@ -76,11 +78,22 @@ def epoch_batches(n: int, batch_size: int, steps: int | None, gen: torch.Generat
     return [perm[torch.arange(t * batch_size, (t + 1) * batch_size) % n] for t in range(steps)]
 
 
-def train_step(net: SimpleNet, features: Any, opts: tuple[torch.optim.Optimizer, ...], images: torch.Tensor,
-               noise: torch.Generator, bf16: bool) -> torch.Tensor:
-    """One step (the stage's and the bench's): a frozen backbone pass, the loss, both optimisers.
-    Returns (loss, p_true, p_fake) on the device: reading it would wait for the GPU."""
-    out = net.loss(backbone_features(features, images, bf16), noise)
+@torch.no_grad()
+def aggregated_features(net: SimpleNet, features: Any, images: torch.Tensor, batch_size: int,
+                        bf16: bool) -> torch.Tensor:
+    """(N, 3, H, W) images -> (N, h * w, target_dim) locally aggregated features, ``batch_size`` at a time."""
+    out = []
+    for batch in images.split(batch_size):
+        q, (h, w) = net.features(backbone_features(features, batch, bf16))
+        out.append(q.reshape(len(batch), h * w, -1))
+    return torch.cat(out)
+
+
+def train_step(net: SimpleNet, q: torch.Tensor, opts: tuple[torch.optim.Optimizer, ...],
+               noise: torch.Generator) -> torch.Tensor:
+    """One step (the stage's and the bench's) on a batch's aggregated features (B, h * w, D): the loss,
+    both optimisers. Returns (loss, p_true, p_fake) on the device: reading it would wait for the GPU."""
+    out = net.loss(q.reshape(-1, q.shape[-1]), noise)
     for opt in opts:
         opt.zero_grad(set_to_none=True)
     out["total"].backward()
@@ -100,9 +113,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
         net = build_model(ctx.cfg, list(backbone.channels)).to(dev)
     opts = optimizers(net, ctx.cfg)
     features = accelerate(backbone, ctx.cfg, dev)
+    q = aggregated_features(net, features, images, cfg.batch_size, ctx.cfg.runtime.bf16)
+    del images, backbone, features  # only the features are read from here on
     gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, NAME, "order")
     noise = seed_generator(cfg.seed, ctx.dataset, ctx.category, NAME, "noise", device=dev)
-    steps_per_epoch = cfg.steps_per_epoch or math.ceil(len(images) / cfg.batch_size)
+    steps_per_epoch = cfg.steps_per_epoch or math.ceil(len(q) / cfg.batch_size)
 
     state_path, epoch, log = ctx.workdir / "train_state.pt", 0, []
     if state := resume(state_path, gen, model=net, opt_dsc=opts[0], opt_adaptor=opts[1]):  # after a kill
@@ -115,8 +130,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     t0 = time.perf_counter()
     net.train()
     while epoch < cfg.epochs:
-        pending = [train_step(net, features, opts, images[idx.to(dev)], noise, ctx.cfg.runtime.bf16)
-                   for idx in epoch_batches(len(images), cfg.batch_size, cfg.steps_per_epoch, gen)]
+        pending = [train_step(net, q[idx.to(dev)], opts, noise)
+                   for idx in epoch_batches(len(q), cfg.batch_size, cfg.steps_per_epoch, gen)]
         bar.update(len(pending))
         loss, p_true, p_fake = (float(v) for v in torch.stack(pending).mean(0).cpu())
         epoch += 1

@@ -79,10 +79,10 @@ class SimpleNet(nn.Module):
         return {"patch_scores": scores, "anomaly_map": gaussian_blur(up.squeeze(1), self.sigma),
                 "image_score": scores.flatten(1).amax(dim=1)}
 
-    def loss(self, feats: Sequence[Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """One training loss on normal images' backbone features; the noise comes from ``generator``
-        (on the features' device). Returns the loss and the shares of features past their margin."""
-        q, _ = self.features(feats)
+    def loss(self, q: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """One training loss on aggregated features q (N, target_dim) of normal images (``features``); the
+        noise comes from ``generator`` (on q's device). Returns the loss and the shares of features past
+        their margin."""
         true = self.adaptor(q)
         noise = torch.randn(true.shape, generator=generator, device=true.device, dtype=true.dtype)
         fake = true + self.noise_std * noise
