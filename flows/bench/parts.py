@@ -320,6 +320,53 @@ def bench_inference(cfg: Config, device: torch.device, quick: bool, channels_las
     return out
 
 
+def bench_method_train(name: str, cfg: Config, device: torch.device, quick: bool,
+                       channels_last: bool) -> dict[str, Any]:
+    """A registered method's own training step (``Method.bench_train_step``), back to back as its stage runs."""
+    from stages import methods
+
+    step, info = methods.get(name).bench_train_step(cfg, device)
+    seconds = time_per_iter(step, device, BUDGETS[quick]["realnet_train"], f"{name}_train", back_to_back=True)
+    return {f"{name}_train_steps_per_s": 1.0 / seconds, **{f"{name}_train_{k}": v for k, v in info.items()}}
+
+
+def bench_method_inference(name: str, cfg: Config, device: torch.device, quick: bool,
+                           channels_last: bool) -> dict[str, Any]:
+    """A registered method's detector (``Method.bench_detector``): maps and image scores, as evaluate calls
+    ``detector.score``; images already on the device (no decoding)."""
+    from stages import methods
+
+    detector = methods.get(name).bench_detector(cfg, device)
+    batched = 64 if device.type == "cuda" else cfg.evaluate.batch_size
+    gen, out = torch.Generator().manual_seed(7), {}
+    for label, n in (("batch1", 1), ("batched", batched)):
+        images = _rand_images(n, detector.image_size, device, gen)
+        free_memory(device)
+        seconds = time_per_iter(lambda x=images: detector.score(x)[1].cpu(), device,
+                                BUDGETS[quick][f"inference_{label}"], f"{name}_inference_{label}")
+        out[f"{name}_inference_images_per_s_{label}"] = n / seconds
+        peak = peak_cuda_mb(device)
+        if peak is not None:
+            out[f"{name}_inference_{label}_peak_cuda_mb"] = peak
+    out[f"{name}_inference_batch"] = batched
+    return out
+
+
+def method_benches() -> dict[str, Callable[[Config, torch.device, bool, bool], dict[str, Any]]]:
+    """``<method>_train`` and ``<method>_inference`` for each registered method that gives the bench hooks."""
+    from functools import partial
+
+    from stages import methods
+
+    out = {}
+    for m in methods.METHODS.values():
+        if m.bench_train_step is not None:
+            out[f"{m.name}_train"] = partial(bench_method_train, m.name)
+        if m.bench_detector is not None:
+            out[f"{m.name}_inference"] = partial(bench_method_inference, m.name)
+    return out
+
+
 def bench_cached_rerun(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """The tiny demo pipeline in a temporary folder: first run, then the fully cached rerun."""
     import flows.pipeline  # noqa: F401  (imports Prefect: seconds that belong to no run)
@@ -447,6 +494,7 @@ BENCHES: dict[str, Callable[[Config, torch.device, bool, bool], dict[str, Any]]]
     "roofline": bench_roofline,
     "memory_model": bench_memory_model,
     "busy_cpu": bench_busy_cpu,
+    **method_benches(),
 }
 
 

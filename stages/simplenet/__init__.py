@@ -16,5 +16,6 @@ def upstream(stage: str, cfg: Config) -> list[str]:
 METHOD = Method(
     name="simplenet", sections=("backbone", "simplenet"), stages=(train_simplenet,), upstream=upstream,
     build_model=train_simplenet.build_model, load_detector=load_detector, model_file=BUNDLE,
-    paper_results="paper_results.csv",
+    paper_results="paper_results.csv", bench_train_step=train_simplenet.bench_train_step,
+    bench_detector=train_simplenet.random_detector,
 )

@@ -79,3 +79,4 @@ def load_detector(model: str | Path, device: torch.device, cfg: Config | None = 
     if cfg is None:
         return SimpleNetDetector(backbone, net, int(bundle["image_size"]))
     return SimpleNetDetector(accelerate(backbone, cfg, device), net, int(bundle["image_size"]), cfg.runtime.bf16)
+

@@ -23,10 +23,10 @@ from realnet_core.config import Config
 from realnet_core.data.check import check_test_files
 from realnet_core.features.backbones import backbone_channels, build_backbone
 from realnet_core.methods.simplenet import SimpleNet
-from realnet_core.runtime import accelerate, seed_generator, seeded_init
+from realnet_core.runtime import accelerate, for_inference, seed_generator, seeded_init
 from stages.common import StageContext, resume
 from stages.inputs import category_split, files_fingerprint, to_tensor, train_fingerprint, train_images
-from stages.simplenet.detector import BUNDLE, backbone_features, save_bundle
+from stages.simplenet.detector import BUNDLE, SimpleNetDetector, backbone_features, save_bundle
 from storage.checkpoints import save_checkpoint
 from storage.tables import write_table
 
@@ -149,3 +149,37 @@ def run(ctx: StageContext) -> dict[str, Any]:
     state_path.unlink(missing_ok=True)
     return {"epochs": epoch, "steps": epoch * steps_per_epoch, "final_loss": log[-1]["loss"] if log else None,
             "resumed_from_epoch": resumed_from}
+
+
+def bench_train_step(cfg: Config, device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """One training step as the stage repeats it (``realnet bench``), on random images and weights: the
+    aggregated features of 4 batches of images are computed once, as the stage does, and cycled through."""
+    s = cfg.simplenet
+    backbone = build_backbone(cfg.backbone.name, "random").to(device)
+    net = build_model(cfg, list(backbone.channels)).to(device).train()
+    opts = optimizers(net, cfg)
+    gen = torch.Generator().manual_seed(6)
+    size = image_size(cfg)
+    images = torch.rand(4 * s.batch_size, 3, size, size, generator=gen).to(device)
+    q = aggregated_features(net, accelerate(backbone, cfg, device), images, s.batch_size, cfg.runtime.bf16)
+    noise = seed_generator(0, "bench", device=device)
+    batches = iter(())
+
+    def step() -> torch.Tensor:
+        nonlocal batches
+        idx = next(batches, None)
+        if idx is None:
+            batches = iter(epoch_batches(len(q), s.batch_size, None, gen))
+            idx = next(batches)
+        return train_step(net, q[idx.to(device)], opts, noise)
+
+    return step, {"batch": s.batch_size, "params": sum(p.numel() for p in net.parameters()),
+                  "patches_per_image": q.shape[1]}
+
+
+def random_detector(cfg: Config, device: torch.device) -> SimpleNetDetector:
+    """The config's detector with random weights, as evaluate builds it (``realnet bench``: speed does not
+    depend on the weights)."""
+    backbone = for_inference(build_backbone(cfg.backbone.name, "random").to(device))
+    net = for_inference(build_model(cfg, list(backbone.channels)).to(device))
+    return SimpleNetDetector(accelerate(backbone, cfg, device), net, image_size(cfg), cfg.runtime.bf16)

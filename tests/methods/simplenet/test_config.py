@@ -43,3 +43,10 @@ def test_simplenet_ships_its_table_1():
     assert len(paper) == 15 and set(paper.dataset) == {"mvtec"}
     assert paper.image_auroc.mean() == pytest.approx(99.6, abs=0.05)  # Table 1's average
     assert paper.pixel_auroc.mean() == pytest.approx(98.1, abs=0.05)
+
+
+def test_the_bench_asks_the_registry_for_simplenets_parts():
+    from flows.bench.run import METRICS, PARTS
+
+    assert {"simplenet_train", "simplenet_inference"} <= set(PARTS)
+    assert METRICS["simplenet_train"] == ("simplenet_train_steps_per_s",)
