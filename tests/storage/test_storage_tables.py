@@ -78,7 +78,8 @@ def test_the_stages_name_every_table_and_catch_a_typo(tmp_path):
     from stages.tables import table_stages
 
     assert table_stages() == {"loss_log": "train_diffusion", "afs": "select_features", "train_log": "train_realnet",
-                              "metrics": "evaluate", "scores": "evaluate"}
+                              "simplenet_train_log": "train_simplenet", "metrics": "evaluate", "scores": "evaluate"}
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match=r"unknown table 'metric'; tables: loss_log, afs, train_log, metrics"):
+    with pytest.raises(ValueError, match=r"unknown table 'metric'; tables: loss_log, afs, train_log, "
+                                         r"simplenet_train_log, metrics"):
         load_known("metric", str(tmp_path / "empty"))
