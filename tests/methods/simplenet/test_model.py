@@ -104,3 +104,12 @@ def test_the_model_refuses_backbone_layers_of_other_widths():
 def test_the_config_rebuilds_the_module():
     net, _ = _net()
     assert SimpleNet.from_config(net.config()).config() == net.config()
+
+
+@pytest.mark.parametrize("k, size", [(4608, 1536), (360, 384), (1008, 384), (7, 3)])
+def test_vector_pooling_is_adaptive_average_pooling(k, size):
+    from realnet_core.methods.simplenet.aggregation import pool_vectors
+
+    x = torch.randn(5, k)
+    reference = F.adaptive_avg_pool1d(x.unsqueeze(1), size).squeeze(1)
+    assert torch.allclose(pool_vectors(x, size), reference, atol=1e-6)
