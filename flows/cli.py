@@ -246,13 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_devbench)
 
     p = sub.add_parser("predict", help="score images and write heat maps with a trained model")
-    p.add_argument("--model", required=True, help="a train_realnet artifact folder or its realnet.pt")
+    p.add_argument("--model", required=True, help="a model artifact folder (train_realnet, train_simplenet) or its "
+                   "model file (realnet.pt, simplenet.pt)")
     p.add_argument("images", nargs="+", help="image files, or folders to search for images")
     p.add_argument("--out", default="predictions",
                    help="folder for <name>_heatmap.png (image | heat map) and <name>_map.npy (default: predictions)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--pool", type=_count, default=None,
-                   help="average-pooling size of the image score (default: 16 at 256 px, scaled to the model's size)")
+                   help="average-pooling size of the image score (default: 16 at 256 px, scaled to the model's size; "
+                   "RealNet only: SimpleNet scores an image by its highest patch score)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="serve the realnet deployments from this machine")
