@@ -34,7 +34,7 @@ NAME = "train_simplenet"
 VERSION = "1"
 TABLES = ("simplenet_train_log",)  # train_realnet writes train_log: one writer per table name
 FILES = ("backbone.weights",)
-MEMORY_HINT = "a smaller simplenet.batch_size"
+MEMORY_HINT = "a smaller simplenet.batch_size or simplenet.image_size (each training image's features stay on the GPU)"
 
 
 def image_size(cfg: Config) -> int:
