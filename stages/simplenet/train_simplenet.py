@@ -13,6 +13,7 @@ Outputs ``simplenet.pt`` and ``simplenet_train_log.parquet``; resumes from ``tra
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Any
 
@@ -115,6 +116,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     features = accelerate(backbone, ctx.cfg, dev)
     q = aggregated_features(net, features, images, cfg.batch_size, ctx.cfg.runtime.bf16)
     del images, backbone, features  # only the features are read from here on
+    feature_std = float(q.flatten(0, 1).std(0).mean())  # the scale the noise is drawn against
     gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, NAME, "order")
     noise = seed_generator(cfg.seed, ctx.dataset, ctx.category, NAME, "noise", device=dev)
     steps_per_epoch = cfg.steps_per_epoch or math.ceil(len(q) / cfg.batch_size)
@@ -144,11 +146,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
                              "noise_rng": noise.get_state(), "epoch": epoch, "log": log}, state_path)
     bar.close()
 
+    if log and log[-1]["loss"] > 0.9:
+        # Loss 1 means D scores normal and noisy features alike: the noise is lost in the features' spread.
+        print(f"realnet: warning: {NAME} {ctx.dataset}/{ctx.category}: the discriminator did not separate the noisy "
+              f"features from the normal ones (final loss {log[-1]['loss']:.2f}); the features' per-dimension std is "
+              f"{feature_std:.3g}: raise simplenet.noise_std ({cfg.noise_std}) towards it, or train longer",
+              file=sys.stderr)
     save_bundle(ctx.workdir / BUNDLE, net, ctx.cfg.backbone.name, ctx.cfg.backbone.weights, size)
     write_table(pd.DataFrame(log), ctx.workdir / "simplenet_train_log.parquet")
     state_path.unlink(missing_ok=True)
     return {"epochs": epoch, "steps": epoch * steps_per_epoch, "final_loss": log[-1]["loss"] if log else None,
-            "resumed_from_epoch": resumed_from}
+            "feature_std": feature_std, "resumed_from_epoch": resumed_from}
 
 
 def bench_train_step(cfg: Config, device: torch.device) -> tuple[Any, dict[str, Any]]:

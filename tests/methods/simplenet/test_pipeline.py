@@ -102,3 +102,13 @@ def test_predict_refuses_a_pool_size_for_simplenet(run, demo_root, tmp_path, cap
     assert main(["predict", "--model", str(paths["train_simplenet"]), str(image), "--pool", "4",
                  "--out", str(tmp_path)]) != 0
     assert "does not pool its map" in capsys.readouterr().err
+
+
+def test_a_discriminator_that_separates_nothing_is_reported(cfg, tmp_path, capsys):
+    # 3 epochs of the code's noise (0.015) on Lite0's features (per-dimension std about 3): the scores of
+    # normal and noisy features stay alike.
+    result = execute(train_simplenet, cfg, Store(str(tmp_path)), "demo", "brick")
+    meta = Store(str(tmp_path)).manifest(result.ref)["meta"]
+    assert meta["final_loss"] > 0.9 and meta["feature_std"] > 1
+    err = capsys.readouterr().err
+    assert "the discriminator did not separate the noisy features" in err and "raise simplenet.noise_std" in err
