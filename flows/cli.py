@@ -311,16 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_devbench)
 
     p = sub.add_parser("predict", help="score images, decide ok or defect, write heat maps and defect masks")
-    p.add_argument("--model", required=True, help="a model artifact folder (train_realnet, train_prn, ...) or its "
-                   "model file, whose thresholds are found beside it, or a calibrate artifact folder")
+    p.add_argument("--model", required=True, help="a model artifact folder (train_realnet, train_simplenet, "
+                   "train_prn) or its model file, whose thresholds are found beside it, or a calibrate artifact folder")
     p.add_argument("images", nargs="+", help="image files, or folders to search for images")
     p.add_argument("--out", default="predictions",
                    help="folder for <name>_heatmap.png (image | heat map), <name>_map.npy and <name>_defect.png "
                    "(the defect region: pixels above the pixel threshold) (default: predictions)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--pool", type=_count, default=None,
-                   help="average-pooling size of the image score (default: the one the threshold was set with, "
-                   "else 16 at 256 px, scaled to the model's size)")
+                   help="average-pooling size of the image score (RealNet only; default: the one the threshold was "
+                   "set with, else 16 at 256 px, scaled to the model's size)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print a JSON list: path, score, threshold, decision, "
                      "heatmap, map, mask per image")
@@ -343,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--part", action="append", help="only these parts (repeatable): sia, diffusion_train, afs, "
-                   "realnet_train, inference, roofline, memory_model, loading, cached_rerun, busy_cpu, "
-                   "prn_train, prn_inference")
+                   "realnet_train, inference, roofline, memory_model, loading, cached_rerun, busy_cpu, and each "
+                   "method's own: simplenet_train, simplenet_inference, prn_train, prn_inference")
     p.add_argument("--channels-last", action="store_true", help="run the networks in channels_last layout")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. runtime.compile=true")
     p.add_argument("--trace", metavar="DIR", help="also write a profiler trace and op table of each part to DIR")

@@ -238,6 +238,44 @@ class PRNConfig(_Section):
         return v
 
 
+class SimpleNetConfig(_Section):
+    """SimpleNet (Liu et al., CVPR 2023) with the authors' code's settings (run.sh): layer2 and layer3,
+    3 x 3 neighbourhoods pooled to 1536, noise std 0.015, margin 0.5, 40 meta-epochs x 4 = 160 epochs."""
+
+    image_size: int | None = Field(None, ge=16, le=1024, description="None: data.image_size")
+    layers: list[int] = Field(default_factory=lambda: [2, 3], description="backbone layers, 1-based")
+    patch_size: int = Field(3, ge=1, description="odd: the neighbourhood is centred on each position")
+    pretrain_embed_dimension: int = Field(1536, ge=1, description="each layer's neighbourhood pooled to")
+    target_embed_dimension: int = Field(1536, ge=1, description="the layers stacked and pooled to")
+    adaptor_bias: bool = Field(True, description="the code's adaptor has a bias; the paper's has none")
+    dsc_hidden: int = Field(1024, ge=1)
+    noise_std: float = Field(0.015, gt=0)
+    margin: float = Field(0.5, gt=0)
+    dsc_lr: float = Field(2e-4, gt=0, description="Adam")
+    dsc_weight_decay: float = Field(1e-5, ge=0)
+    adaptor_lr: float = Field(1e-4, gt=0, description="AdamW (weight decay 0.01), as the code")
+    epochs: int = Field(160, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1, description="None: one pass over the training images")
+    batch_size: int = Field(8, ge=1)
+    sigma: float = Field(4.0, ge=0, description="Gaussian filter of the upsampled map, in pixels")
+    checkpoint_every: int = Field(20, ge=1, description="epochs")
+    seed: int = 0
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[int]) -> list[int]:
+        if not v or any(layer not in (1, 2, 3, 4) for layer in v) or v != sorted(set(v)):
+            raise ValueError(f"needs distinct backbone layers among 1, 2, 3, 4 (shallowest first), got {v}")
+        return v
+
+    @field_validator("patch_size")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"must be odd, got {v}")
+        return v
+
+
 class EvaluateConfig(_Section):
     batch_size: int = Field(16, ge=1)
     pool_size: int = Field(16, ge=1)
@@ -299,6 +337,7 @@ class Config(_Section):
     afs: AFSConfig = Field(default_factory=AFSConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     prn: PRNConfig = Field(default_factory=PRNConfig)
+    simplenet: SimpleNetConfig = Field(default_factory=SimpleNetConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 

@@ -122,6 +122,10 @@ class Method:
     names what each consumes (shared stages or its own); ``build_model`` is its factory from config to
     network; ``load_detector(model, device, cfg=None)`` turns its model artifact into a :class:`Detector`.
     ``paper_results`` is the CSV (beside its stages) of its paper's per-category numbers, in percent.
+    For ``realnet bench`` (None: the bench has parts of its own for the method), on random weights at the
+    config's sizes: ``bench_train_step(cfg, device) -> (step, info)``, a zero-argument call of one training step
+    as the stage repeats it and facts about it (``batch``, ``params``); ``bench_detector(cfg, device)``, the
+    :class:`Detector` as evaluate builds it.
     """
 
     name: str
@@ -132,6 +136,8 @@ class Method:
     load_detector: Any  # Callable[[str | Path, torch.device, Config | None], Detector]
     model_file: str
     paper_results: str | None = None
+    bench_train_step: Any = None  # Callable[[Config, torch.device], tuple[Callable[[], Any], dict[str, Any]]]
+    bench_detector: Any = None  # Callable[[Config, torch.device], Detector]
 
     @property
     def model_stage(self) -> str:

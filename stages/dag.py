@@ -15,7 +15,6 @@ from realnet_core.features.backbones import backbone_channels, weights_file
 from stages import calibrate, evaluate, generate_sia, methods, train_diffusion
 from stages.inputs import category_split, check_config_files
 
-DIFFUSION = ("train_diffusion", "generate_sia")  # the SIA source's stages
 MODULES: dict[str, ModuleType] = {
     m.NAME: m for m in (train_diffusion, generate_sia,
                         *(s for method in methods.METHODS.values() for s in method.stages), calibrate,
@@ -25,13 +24,15 @@ ORDER = list(MODULES)
 
 
 def active(cfg: Config) -> list[str]:
-    """The shared stages and the method's own; the diffusion stages only when the method reads SIA."""
-    method = methods.of(cfg)
-    own = {s.NAME for s in method.stages}
-    # The diffusion stages only for a method that consumes SIA (PRN makes its own anomalies).
-    sia = any("generate_sia" in method.upstream(s, cfg) for s in own)
-    return [s for s in ORDER
-            if (methods.owner(s) is None or s in own) and (sia or s not in DIFFUSION)]
+    """The stages evaluate needs, through the upstreams: the method's own and the shared stages they read
+    (the diffusion stages only for a method that reads SIA, and only when the anomaly source is SIA)."""
+    needed, todo = set(), ["evaluate"]
+    while todo:
+        stage = todo.pop()
+        if stage not in needed:
+            needed.add(stage)
+            todo.extend(upstream(stage, cfg))
+    return [s for s in ORDER if s in needed]
 
 
 def upstream(stage: str, cfg: Config) -> list[str]:

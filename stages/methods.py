@@ -13,12 +13,12 @@ import pandas as pd
 import torch
 
 from realnet_core.config import Config, ConfigError
-from stages import prn, realnet
+from stages import prn, realnet, simplenet
 from stages.common import Detector, Method
 from storage.checkpoints import CheckpointError
 from storage.store import StoreError, folder_damage
 
-METHODS: dict[str, Method] = {m.name: m for m in (realnet.METHOD, prn.METHOD)}
+METHODS: dict[str, Method] = {m.name: m for m in (realnet.METHOD, simplenet.METHOD, prn.METHOD)}
 
 
 def get(name: str) -> Method:

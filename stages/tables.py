@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages import dag
+from stages import dag, methods
 from storage import tables as _tables
 
 ID_COLUMNS = _tables.ID_COLUMNS
@@ -25,6 +25,18 @@ def table_stage(name: str) -> str:
     return stages[name]
 
 
+def method_of(manifest: dict[str, Any]) -> str:
+    """The method an artifact belongs to: the owner of its stage or of a stage it was built from ("" for the
+    shared stages before any method's, such as train_diffusion)."""
+    upstream = (manifest.get("meta") or {}).get("upstream") or {}
+    for stage in (manifest.get("stage"), *sorted(upstream)):
+        owner = methods.owner(stage) if isinstance(stage, str) else None
+        if owner is not None:
+            return owner.name
+    return ""
+
+
 def load(name: str, root: str = "artifacts", **kwargs: Any) -> pd.DataFrame:
-    """``storage.tables.load`` for a table some stage writes (see there for ``stage``, ``latest``, ``keys``)."""
-    return _tables.load(name, root, writer=table_stage(name), **kwargs)
+    """``storage.tables.load`` for a table some stage writes (see there for ``stage``, ``latest``, ``keys``);
+    the newest artifact of each stage, dataset and category counts per method, so that methods stand side by side."""
+    return _tables.load(name, root, writer=table_stage(name), lineage=method_of, **kwargs)

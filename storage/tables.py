@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -50,12 +51,14 @@ def load(
     name: str, root: str = "artifacts", *, stage: str | None = None, latest: bool = True,
     keys: set[str] | None = None, known: Iterable[str] | None = None,
     on_damaged: Callable[[str], None] | None = None, writer: str | None = None,
+    lineage: Callable[[dict[str, Any]], Any] | None = None,
 ) -> pd.DataFrame:
     """Concatenate `<name>.parquet` from every complete artifact under `root` (optionally one stage).
 
     Adds stage, dataset, category and artifact_key columns unless the table has them already.
     With `latest=True` only the newest artifact (manifest `created`) of each
-    (stage, dataset, category) counts, so a rerun after a config change replaces the old rows.
+    (stage, dataset, category) counts, so a rerun after a config change replaces the old rows; `lineage`
+    (manifest -> a hashable) splits that further, so that, say, two methods' evaluate rows stand side by side.
     `keys` keeps only those artifacts (for example the keys a config gives: `realnet tables --current`).
     `known` lists the table names the stages write: a name outside them is a typo, not an empty table.
     A damaged artifact (see `Store.damage`) is skipped, never read: `on_damaged` gets the sentence that
@@ -78,16 +81,17 @@ def load(
         damage = store.damage(ref)
         if damage is None:
             if store.has_file(ref, filename):
-                found.append((store.manifest(ref)["created"], ref))
+                manifest = store.manifest(ref)
+                found.append((manifest["created"], ref, lineage(manifest) if lineage else None))
         elif _may_hold(store, ref, filename, writer):
             warn(damage)
     if latest:
         newest = {}
-        for created, ref in sorted(found, key=lambda t: (pd.Timestamp(t[0]), t[1].key)):
-            newest[(ref.stage, ref.dataset, ref.category)] = (created, ref)
+        for created, ref, line in sorted(found, key=lambda t: (pd.Timestamp(t[0]), t[1].key)):
+            newest[(ref.stage, ref.dataset, ref.category, line)] = (created, ref, line)
         found = list(newest.values())
     frames = []
-    for _, ref in sorted(found, key=lambda t: (t[1].stage, t[1].dataset, t[1].category, t[0])):
+    for _, ref, _ in sorted(found, key=lambda t: (t[1].stage, t[1].dataset, t[1].category, t[0])):
         with store.open(ref, filename) as f:
             df = pd.read_parquet(f, engine="pyarrow")
         ids = {"stage": ref.stage, "dataset": ref.dataset, "category": ref.category, "artifact_key": ref.key}

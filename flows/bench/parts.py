@@ -55,7 +55,6 @@ BUDGETS: dict[bool, dict[str, Budget]] = {
         "diffusion_train": Budget(2, 3, 20, 30.0),
         "afs": Budget(1, 2, 10, 20.0),
         "realnet_train": Budget(2, 3, 20, 30.0),
-        "prn_train": Budget(2, 3, 20, 30.0),
         "inference_batch1": Budget(3, 5, 100, 10.0),
         "inference_batched": Budget(2, 3, 20, 20.0),
         "loading": Budget(2, 5, 50, 10.0),
@@ -65,7 +64,6 @@ BUDGETS: dict[bool, dict[str, Budget]] = {
         "diffusion_train": Budget(1, 1, 2, 3.0),
         "afs": Budget(1, 1, 2, 3.0),
         "realnet_train": Budget(1, 1, 2, 3.0),
-        "prn_train": Budget(1, 1, 2, 3.0),
         "inference_batch1": Budget(1, 2, 5, 2.0),
         "inference_batched": Budget(1, 1, 2, 3.0),
         "loading": Budget(1, 1, 3, 2.0),
@@ -322,63 +320,50 @@ def bench_inference(cfg: Config, device: torch.device, quick: bool, channels_las
     return out
 
 
-PRN_PROTOTYPES = 10  # per scale: the paper's 10% of a category of about 100 training images
+def bench_method_train(name: str, cfg: Config, device: torch.device, quick: bool,
+                       channels_last: bool) -> dict[str, Any]:
+    """A registered method's own training step (``Method.bench_train_step``), back to back as its stage runs."""
+    from stages import methods
+
+    step, info = methods.get(name).bench_train_step(cfg, device)
+    seconds = time_per_iter(step, device, BUDGETS[quick]["realnet_train"], f"{name}_train", back_to_back=True)
+    return {f"{name}_train_steps_per_s": 1.0 / seconds, **{f"{name}_train_{k}": v for k, v in info.items()}}
 
 
-def _prn_data(cfg: Config, n_images: int = 16) -> Any:
-    """PRN's training data over random normal images and two random seen anomalies (so that a batch holds
-    normal, extended and simulated samples, as the paper's protocol trains)."""
-    from stages.prn.batches import PRNData
+def bench_method_inference(name: str, cfg: Config, device: torch.device, quick: bool,
+                           channels_last: bool) -> dict[str, Any]:
+    """A registered method's detector (``Method.bench_detector``): maps and image scores, as evaluate calls
+    ``detector.score``; images already on the device (no decoding)."""
+    from stages import methods
 
-    size, rng = cfg.data.image_size, np.random.default_rng(0)
-    images = rng.integers(0, 256, (n_images, size, size, 3), dtype=np.uint8)
-    masks = np.zeros((2, size, size), bool)
-    masks[:, size // 4: size // 2, size // 4: size // 2] = True
-    return PRNData(images, np.ones((n_images, size, size), bool), images[:2].copy(), masks, None, tuple(cfg.prn.beta))
-
-
-def _prn_model(cfg: Config, backbone: torch.nn.Module, device: torch.device, channels_last: bool) -> Any:
-    from stages.prn.train_prn import build_model
-
-    return prepare(build_model(cfg, list(backbone.channels), [PRN_PROTOTYPES] * 3), device, channels_last)
-
-
-def bench_prn_train(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
-    """PRN's own training step (``train_prn.train_step``): the batch is made on the host, as the stage does."""
-    from stages.prn.train_prn import train_step
-
-    backbone = backbone_model(cfg, device, channels_last)
-    model = _prn_model(cfg, backbone, device, channels_last).train()
-    bb, net = _compile(backbone, cfg, device), _compile(model, cfg, device)
-    opt, data = torch.optim.Adam(model.parameters(), lr=cfg.prn.lr), _prn_data(cfg)
-    gen = torch.Generator().manual_seed(6)
-
-    def step() -> None:  # the stage reads its losses back once per epoch: no sync here
-        train_step(model, net, bb, opt, data, gen, cfg, device)
-
-    seconds = time_per_iter(step, device, BUDGETS[quick]["prn_train"], "prn_train", back_to_back=True)
-    return {"prn_train_steps_per_s": 1.0 / seconds, "prn_train_batch": cfg.prn.batch_size, "prn_params": _params(model)}
-
-
-def bench_prn_inference(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
-    """PRN's detector (``PRNDetector.score``: backbone, network, top-k image score); images on the device."""
-    from realnet_core.runtime import for_inference
-    from stages.prn.detector import PRNDetector
-
-    backbone = for_inference(backbone_model(cfg, device, channels_last))
-    model = for_inference(_prn_model(cfg, backbone, device, channels_last))
-    size = cfg.data.image_size
-    detector = PRNDetector(_compile(backbone, cfg, device), _compile(model, cfg, device), size, cfg.prn.top_k,
-                           cfg.runtime.bf16)
+    detector = methods.get(name).bench_detector(cfg, device)
     batched = 64 if device.type == "cuda" else cfg.evaluate.batch_size
     gen, out = torch.Generator().manual_seed(7), {}
     for label, n in (("batch1", 1), ("batched", batched)):
-        images = _rand_images(n, size, device, gen)
+        images = _rand_images(n, detector.image_size, device, gen)
         free_memory(device)
         seconds = time_per_iter(lambda x=images: detector.score(x)[1].cpu(), device,
-                                BUDGETS[quick][f"inference_{label}"], f"prn_inference_{label}")
-        out[f"prn_inference_images_per_s_{label}"] = n / seconds
-    out["prn_inference_batch"], out["prn_params"] = batched, _params(model)
+                                BUDGETS[quick][f"inference_{label}"], f"{name}_inference_{label}")
+        out[f"{name}_inference_images_per_s_{label}"] = n / seconds
+        peak = peak_cuda_mb(device)
+        if peak is not None:
+            out[f"{name}_inference_{label}_peak_cuda_mb"] = peak
+    out[f"{name}_inference_batch"] = batched
+    return out
+
+
+def method_benches() -> dict[str, Callable[[Config, torch.device, bool, bool], dict[str, Any]]]:
+    """``<method>_train`` and ``<method>_inference`` for each registered method that gives the bench hooks."""
+    from functools import partial
+
+    from stages import methods
+
+    out = {}
+    for m in methods.METHODS.values():
+        if m.bench_train_step is not None:
+            out[f"{m.name}_train"] = partial(bench_method_train, m.name)
+        if m.bench_detector is not None:
+            out[f"{m.name}_inference"] = partial(bench_method_inference, m.name)
     return out
 
 
@@ -504,13 +489,12 @@ BENCHES: dict[str, Callable[[Config, torch.device, bool, bool], dict[str, Any]]]
     "afs": bench_afs,
     "realnet_train": bench_realnet_train,
     "inference": bench_inference,
-    "prn_train": bench_prn_train,
-    "prn_inference": bench_prn_inference,
     "cached_rerun": bench_cached_rerun,
     "loading": bench_loading,
     "roofline": bench_roofline,
     "memory_model": bench_memory_model,
     "busy_cpu": bench_busy_cpu,
+    **method_benches(),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from realnet_core.config import Config
 from stages.common import Method
-from stages.prn import prototypes, train_prn
+from stages.prn import bench, prototypes, train_prn
 from stages.prn.detector import BUNDLE, load_detector
 
 
@@ -16,5 +16,5 @@ def upstream(stage: str, cfg: Config) -> list[str]:
 METHOD = Method(
     name="prn", sections=("backbone", "prn"), stages=(prototypes, train_prn), upstream=upstream,
     build_model=train_prn.build_model, load_detector=load_detector, model_file=BUNDLE,
-    paper_results="paper_results.csv",
+    paper_results="paper_results.csv", bench_train_step=bench.bench_train_step, bench_detector=bench.random_detector,
 )

@@ -22,7 +22,7 @@ def _dir(results, stage) -> Path:
 def test_every_stage_runs_and_leaves_a_manifest(pipeline_run, tiny_cfg):
     store, results = pipeline_run
     assert list(results) == dag.active(tiny_cfg) == [
-        "train_diffusion", "generate_sia", "select_features", "train_realnet", "evaluate"]
+        "train_diffusion", "generate_sia", "select_features", "train_realnet", "calibrate", "evaluate"]
     for stage, res in results.items():
         assert res.status == "ran", stage
         assert store.exists(res.ref), stage

@@ -78,6 +78,7 @@ def test_the_stages_name_every_table_and_catch_a_typo(tmp_path):
     from stages.tables import table_stages
 
     assert table_stages() == {"loss_log": "train_diffusion", "afs": "select_features", "train_log": "train_realnet",
+                              "simplenet_train_log": "train_simplenet",
                               "prototype_clusters": "prn_prototypes", "prn_train_log": "train_prn",
                               "metrics": "evaluate", "scores": "evaluate", "seen_anomalies": "evaluate"}
     (tmp_path / "empty").mkdir()
