@@ -138,8 +138,22 @@ def cmd_devbench(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from flows.predict import predict
 
-    for path, score, heat in predict(args.model, args.images, args.out, args.device, args.pool):
+    for path, score, heat in predict(args.model, args.images, args.out, args.device, args.pool, args.engine):
         print(f"{path}\t{score:.6f}\t{heat}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from stages.export.write import export_model
+
+    meta = export_model(args.model, args.format, args.out, args.precision)
+    if args.json:
+        print(json.dumps(meta, indent=2))
+    else:
+        diff = meta["parity"]
+        print(f"{meta['method']} model {meta['artifact_key'] or args.model} exported to {args.out} "
+              f"({meta['format']}, {meta['precision']}, input {meta['image_size']} px); largest difference from "
+              f"PyTorch: map {diff['max_map_difference']:.2e}, score {diff['max_score_difference']:.2e}")
     return 0
 
 
@@ -246,14 +260,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_devbench)
 
     p = sub.add_parser("predict", help="score images and write heat maps with a trained model")
-    p.add_argument("--model", required=True, help="a train_realnet artifact folder or its realnet.pt")
+    p.add_argument("--model", required=True,
+                   help="a model artifact folder (or its model file); with --engine onnx|openvino, an export folder")
     p.add_argument("images", nargs="+", help="image files, or folders to search for images")
+    p.add_argument("--engine", default="torch",
+                   help="torch (the artifact's PyTorch model), onnx or openvino (a `realnet export` folder)")
     p.add_argument("--out", default="predictions",
                    help="folder for <name>_heatmap.png (image | heat map) and <name>_map.npy (default: predictions)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--pool", type=_count, default=None,
                    help="average-pooling size of the image score (default: 16 at 256 px, scaled to the model's size)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a model's whole inference path as one ONNX or OpenVINO graph")
+    p.add_argument("--model", required=True, help="a model artifact folder (or its model file)")
+    p.add_argument("--format", required=True, help="onnx or openvino")
+    p.add_argument("--out", required=True, help="a new (or empty) folder for the graph and export.json")
+    p.add_argument("--precision", default="float32", help="float32 (default) or float16 weights and activations")
+    p.add_argument("--json", action="store_true", help="print the export's metadata as JSON")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve", help="serve the realnet deployments from this machine")
     p.set_defaults(func=cmd_serve)

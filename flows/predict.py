@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -15,6 +16,7 @@ from realnet_core.data.readers import IMAGE_EXTENSIONS, is_image_file
 from realnet_core.runtime import resolve_device
 from realnet_core.viz import overlay, write_png
 from stages import methods
+from stages.export.engines import ENGINES, load_engine
 from stages.inputs import to_tensor
 
 
@@ -59,13 +61,25 @@ def output_stems(files: list[Path]) -> list[str]:
     return ["_".join(f.relative_to(common).with_suffix("").parts) for f in resolved]
 
 
+def load(model: str, device: str = "auto", engine: str = "torch") -> Any:
+    """The detector that scores images: the PyTorch model of an artifact (``torch``), or an exported graph
+    in a folder from ``realnet export`` run by onnxruntime (``onnx``) or OpenVINO (``openvino``)."""
+    if engine not in ENGINES:
+        raise ValueError(f"--engine {engine!r}: unknown engine; engines: {', '.join(ENGINES)}")
+    dev = resolve_device(device)
+    return methods.load_detector(model, dev) if engine == "torch" else load_engine(engine, model, dev)
+
+
 def predict(model: str, images: list[str], out: str = "predictions", device: str = "auto",
-            pool: int | None = None) -> Iterator[tuple[str, float, str]]:
+            pool: int | None = None, engine: str = "torch") -> Iterator[tuple[str, float, str]]:
     """Yield (image path, image score, heat-map path) for each image, one at a time."""
     files = image_inputs(images)
     dev = resolve_device(device)
-    detector = methods.load_detector(model, dev)
+    detector = load(model, device, engine)
     size = detector.image_size
+    if pool is not None and engine != "torch":
+        raise ValueError(f"--pool {pool}: an exported model's image score is fixed in its graph "
+                         f"(pool {detector.metadata.get('pool')}); export again from a model evaluated with that pool")
     if pool is not None:
         if not hasattr(detector, "pool"):
             raise ValueError(f"--pool {pool}: the image score of this model's method does not pool its map")
