@@ -131,16 +131,23 @@ def parity(graph: InferenceGraph, engine: Any, images: torch.Tensor) -> dict[str
 
 def export_model(model: str | Path, fmt: str, out: str | Path, precision: str = "float32") -> dict[str, Any]:
     """Export ``model`` (a model artifact folder or its model file) to ``out``; returns the metadata written."""
+    out = check_request(fmt, precision, out)
+    detector = methods.load_detector(model, torch.device("cpu"))  # float32 on the CPU: autocast is for GPUs
+    return export_detector(detector, fmt, out, precision, {**artifact_info(model), "model": str(model)})
+
+
+def export_detector(detector: Any, fmt: str, out: str | Path, precision: str = "float32",
+                    info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export a CPU detector of a registered method to ``out``, with ``info`` (artifact key, thresholds) in its
+    metadata; the bench exports its random-weight models through here."""
     from stages.export.engines import load_engine
 
     out = check_request(fmt, precision, out)
-    cpu = torch.device("cpu")
-    detector = methods.load_detector(model, cpu)  # float32 on the CPU: autocast is for GPUs only
     method = method_of(detector)
     graph = InferenceGraph(detector).eval()
-    info = artifact_info(model)
     metadata: dict[str, Any] = {
-        "format": fmt, "precision": precision, "method": method.name, **info, "model": str(model),
+        "format": fmt, "precision": precision, "method": method.name,
+        **(info or {"artifact_key": None, "thresholds": None}),
         "image_size": graph.image_size, "graph": GRAPH_FILE[fmt],
         "input": {"name": INPUT, "shape": ["batch", 3, "height", "width"], "dtype": "float32",
                   "layout": "NCHW", "colour": "RGB", "range": [0.0, 1.0]},
@@ -157,7 +164,8 @@ def export_model(model: str | Path, fmt: str, out: str | Path, precision: str = 
     stage.mkdir(parents=True)
     try:
         onnx_path = stage / GRAPH_FILE["onnx"]
-        print(f"exporting {model} ({method.name}) to {fmt} {precision} ...", file=sys.stderr)
+        print(f"exporting {metadata.get('model', method.name)} ({method.name}) to {fmt} {precision} ...",
+              file=sys.stderr)
         _export_onnx(graph, onnx_path)
         if precision == "float16":
             _to_float16(onnx_path)
@@ -169,6 +177,7 @@ def export_model(model: str | Path, fmt: str, out: str | Path, precision: str = 
                 if leftover.suffix not in (".xml", ".bin"):
                     leftover.unlink()
         (stage / METADATA).write_text(json.dumps({**metadata, "parity": None}))
+        cpu = torch.device("cpu")
         metadata["parity"] = parity(graph, load_engine(fmt, stage, cpu), check_images(graph.image_size, seed=1))
         (stage / METADATA).write_text(json.dumps(metadata, indent=1))
         if out.exists():
