@@ -79,7 +79,7 @@ def predict(model: str, images: list[str], out: str = "predictions", device: str
     size = detector.image_size
     if pool is not None and engine != "torch":
         raise ValueError(f"--pool {pool}: an exported model's image score is fixed in its graph "
-                         f"(pool {detector.metadata.get('pool')}); export again from a model evaluated with that pool")
+                         f"(pool {detector.metadata.get('pool')}); leave out --pool, or use --engine torch")
     if pool is not None:
         if not hasattr(detector, "pool"):
             raise ValueError(f"--pool {pool}: the image score of this model's method does not pool its map")

@@ -137,9 +137,11 @@ def export_model(model: str | Path, fmt: str, out: str | Path, precision: str = 
 
 
 def export_detector(detector: Any, fmt: str, out: str | Path, precision: str = "float32",
-                    info: dict[str, Any] | None = None) -> dict[str, Any]:
+                    info: dict[str, Any] | None = None, traced: Path | None = None) -> dict[str, Any]:
     """Export a CPU detector of a registered method to ``out``, with ``info`` (artifact key, thresholds) in its
-    metadata; the bench exports its random-weight models through here."""
+    metadata; the bench exports its random-weight models through here. ``traced``: the float32 ``model.onnx``
+    of an earlier export of this same detector, converted instead of tracing again (the trace is most of the
+    time; the bench makes both formats from one)."""
     from stages.export.engines import load_engine
 
     out = check_request(fmt, precision, out)
@@ -166,7 +168,10 @@ def export_detector(detector: Any, fmt: str, out: str | Path, precision: str = "
         onnx_path = stage / GRAPH_FILE["onnx"]
         print(f"exporting {metadata.get('model', method.name)} ({method.name}) to {fmt} {precision} ...",
               file=sys.stderr)
-        _export_onnx(graph, onnx_path)
+        if traced is None:
+            _export_onnx(graph, onnx_path)
+        else:
+            shutil.copyfile(traced, onnx_path)
         if precision == "float16":
             _to_float16(onnx_path)
         if fmt == "onnx":

@@ -146,7 +146,9 @@ def test_predict_prints_the_same_lines_and_heat_maps_with_every_engine(trained, 
             assert path == path_t and Path(heat).name == Path(heat_t).name
             assert abs(float(score) - float(score_t)) <= 2e-6  # printed to 6 decimals: equal up to the last
             a, b = read_rgb(Path(heat)).astype(int), read_rgb(Path(heat_t)).astype(int)
-            assert np.abs(a - b).max() <= 1  # the heat maps' colours agree to a step of 1/255
+            # A map value on the edge between two of the colour map's 256 levels may land on the other one: a
+            # colour step of up to 4, halved by the 50% blend, plus rounding; anything more is a real difference.
+            assert np.abs(a - b).max() <= 3 and (a != b).any(axis=2).mean() < 0.01
             stem = Path(heat).name.removesuffix("_heatmap.png")
             full, full_t = (np.load(Path(h).parent / f"{stem}_map.npy").astype(np.float32) for h in (heat, heat_t))
             assert np.abs(full - full_t).max() < MAP_TOLERANCE
