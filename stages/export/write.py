@@ -166,8 +166,8 @@ def export_detector(detector: Any, fmt: str, out: str | Path, precision: str = "
     stage.mkdir(parents=True)
     try:
         onnx_path = stage / GRAPH_FILE["onnx"]
-        print(f"exporting {metadata.get('model', method.name)} ({method.name}) to {fmt} {precision} ...",
-              file=sys.stderr)
+        source = f"{metadata['model']} ({method.name})" if metadata.get("model") else f"a {method.name} detector"
+        print(f"exporting {source} to {fmt} {precision} ...", file=sys.stderr)
         if traced is None:
             _export_onnx(graph, onnx_path)
         else:
