@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ class OnnxDetector(ExportedDetector):
         options.intra_op_num_threads = torch.get_num_threads()  # the thread count runtime.threads set
         options.log_severity_level = 3  # errors only: its notes on unused initialisers are not the user's
         cuda = device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
+        if device.type == "cuda" and not cuda:
+            print(f"realnet: warning: {device} asked, but this onnxruntime has no CUDA provider (install "
+                  "onnxruntime-gpu for it); running on the CPU", file=sys.stderr)
         providers: list[Any] = ["CPUExecutionProvider"]
         if cuda:
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
