@@ -172,7 +172,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from flows.predict import predict
 
-    rows = predict(args.model, args.images, args.out, args.device, args.pool)
+    rows = predict(args.model, args.images, args.out, args.device, args.pool, args.engine)
     if args.json:  # one JSON list, printed once every image is scored
         print(json.dumps(list(rows), indent=2))
         return 0
@@ -185,8 +185,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     warned = False
     for row in rows:  # path, score, threshold, decision, heat map: one tab-separated line per image, as it is scored
         if row["threshold"] is None and not warned:
-            print(f"realnet: warning: {args.model} has no stored threshold (no calibrate artifact beside it, or "
-                  "data.val_fraction was 0): scores only, no ok/defect decision", file=sys.stderr)
+            print(f"realnet: warning: {args.model} has no stored threshold (no calibrate artifact beside it, "
+                  "data.val_fraction was 0, or an export without one): scores only, no ok/defect decision",
+                  file=sys.stderr)
             warned = True
         threshold = "-" if row["threshold"] is None else f"{row['threshold']:.6f}"
         print(f"{row['path']}\t{row['score']:.6f}\t{threshold}\t{row['decision'] or '-'}\t{row['heatmap']}")
@@ -199,6 +200,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = write_report(args.artifacts or _default_artifacts(), args.out, [args.dataset] if args.dataset else None,
                         args.category)
     print(f"report written to {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from stages.export.write import export_model
+
+    meta = export_model(args.model, args.format, args.out, args.precision)
+    if args.json:
+        print(json.dumps(meta, indent=2))
+    else:
+        diff = meta["parity"]
+        print(f"{meta['method']} model {meta['artifact_key'] or args.model} exported to {args.out} "
+              f"({meta['format']}, {meta['precision']}, input {meta['image_size']} px); largest difference from "
+              f"PyTorch: map {diff['max_map_difference']:.2e}, score {diff['max_score_difference']:.2e}")
     return 0
 
 
@@ -312,8 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="score images, decide ok or defect, write heat maps and defect masks")
     p.add_argument("--model", required=True, help="a model artifact folder (train_realnet, train_simplenet, "
-                   "train_prn) or its model file, whose thresholds are found beside it, or a calibrate artifact folder")
+                   "train_prn) or its model file, whose thresholds are found beside it, or a calibrate artifact "
+                   "folder; with --engine onnx|openvino, an export folder")
     p.add_argument("images", nargs="+", help="image files, or folders to search for images")
+    p.add_argument("--engine", default="torch",
+                   help="torch (the artifact's PyTorch model), onnx or openvino (a `realnet export` folder)")
     p.add_argument("--out", default="predictions",
                    help="folder for <name>_heatmap.png (image | heat map), <name>_map.npy and <name>_defect.png "
                    "(the defect region: pixels above the pixel threshold) (default: predictions)")
@@ -334,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="only this dataset")
     p.add_argument("--category", action="append", help="only this category (repeatable)")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("export", help="write a model's whole inference path as one ONNX or OpenVINO graph")
+    p.add_argument("--model", required=True, help="a model artifact folder (or its model file)")
+    p.add_argument("--format", required=True, help="onnx or openvino")
+    p.add_argument("--out", required=True, help="a new (or empty) folder for the graph and export.json")
+    p.add_argument("--precision", default="float32", help="float32 (default) or float16 weights and activations")
+    p.add_argument("--json", action="store_true", help="print the export's metadata as JSON")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve", help="serve the realnet deployments from this machine")
     p.set_defaults(func=cmd_serve)
@@ -343,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--part", action="append", help="only these parts (repeatable): sia, diffusion_train, afs, "
-                   "realnet_train, inference, roofline, memory_model, loading, cached_rerun, busy_cpu, and each "
-                   "method's own: simplenet_train, simplenet_inference, prn_train, prn_inference")
+                   "realnet_train, inference, roofline, memory_model, loading, cached_rerun, busy_cpu, export, and "
+                   "each method's own: simplenet_train, simplenet_inference, prn_train, prn_inference")
     p.add_argument("--channels-last", action="store_true", help="run the networks in channels_last layout")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. runtime.compile=true")
     p.add_argument("--trace", metavar="DIR", help="also write a profiler trace and op table of each part to DIR")

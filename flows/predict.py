@@ -18,6 +18,7 @@ from realnet_core.data.readers import IMAGE_EXTENSIONS, is_image_file
 from realnet_core.runtime import resolve_device
 from realnet_core.viz import overlay, write_png
 from stages import calibrate, methods
+from stages.export.engines import ENGINES, load_engine
 from stages.inputs import to_tensor
 
 
@@ -62,26 +63,32 @@ def output_stems(files: list[Path]) -> list[str]:
     return ["_".join(f.relative_to(common).with_suffix("").parts) for f in resolved]
 
 
-def model_and_thresholds(model: str) -> tuple[str, dict[str, Any] | None]:
-    """The model artifact to load and its stored thresholds (None when it has none): ``model`` is a model
-    artifact (or its model file), whose calibrate artifact is found beside it, or a calibrate artifact."""
-    found = calibrate.calibration_of(model)
-    if found is None:
-        return model, None
-    thresholds = calibrate.thresholds_for(found)
-    model_path = calibrate.model_of(found) if Path(model).resolve() == found.resolve() else model
-    return model_path, thresholds if thresholds.get("image") is not None else None
+def load(model: str, device: str = "auto", engine: str = "torch") -> tuple[Any, dict[str, Any] | None]:
+    """The detector that scores images and its stored thresholds (None without): the PyTorch model of an
+    artifact (``torch``; thresholds from its calibrate artifact), or an exported graph in a folder from
+    ``realnet export`` run by onnxruntime (``onnx``) or OpenVINO (``openvino``; thresholds from its metadata)."""
+    if engine not in ENGINES:
+        raise ValueError(f"--engine {engine!r}: unknown engine; engines: {', '.join(ENGINES)}")
+    dev = resolve_device(device)
+    if engine != "torch":
+        detector = load_engine(engine, model, dev)
+        thresholds = detector.thresholds
+        return detector, thresholds if thresholds and thresholds.get("image") is not None else None
+    model_path, thresholds = calibrate.model_and_thresholds(model)
+    return methods.load_detector(model_path, dev), thresholds
 
 
 def predict(model: str, images: list[str], out: str = "predictions", device: str = "auto",
-            pool: int | None = None) -> Iterator[dict[str, Any]]:
+            pool: int | None = None, engine: str = "torch") -> Iterator[dict[str, Any]]:
     """Yield one row per image, one at a time: path, score, threshold, decision (``ok`` or ``defect``, None
     without a stored threshold), and the heat map, anomaly map and defect-region mask written for it."""
     files = image_inputs(images)
     dev = resolve_device(device)
-    model_path, thresholds = model_and_thresholds(model)
-    detector = methods.load_detector(model_path, dev)
+    detector, thresholds = load(model, device, engine)
     size = detector.image_size
+    if pool is not None and engine != "torch":
+        raise ValueError(f"--pool {pool}: an exported model's image score is fixed in its graph "
+                         f"(pool {detector.metadata.get('pool')}); leave out --pool, or use --engine torch")
     if pool is not None:
         if not hasattr(detector, "pool"):
             raise ValueError(f"--pool {pool}: the image score of this model's method does not pool its map")

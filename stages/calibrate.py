@@ -124,3 +124,14 @@ def thresholds_for(model: str | Path) -> dict[str, Any] | None:
     where the model had no validation images."""
     found = calibration_of(model)
     return read_thresholds(found) if found is not None else None
+
+
+def model_and_thresholds(model: str | Path) -> tuple[str, dict[str, Any] | None]:
+    """The model artifact to load and its stored thresholds (None when it has none): ``model`` is a model
+    artifact (or its model file), whose calibrate artifact is found beside it, or a calibrate artifact."""
+    found = calibration_of(model)
+    if found is None:
+        return str(model), None
+    thresholds = read_thresholds(found)
+    model_path = model_of(found) if Path(model).resolve() == found.resolve() else str(model)
+    return model_path, thresholds if thresholds.get("image") is not None else None

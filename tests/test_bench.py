@@ -15,8 +15,9 @@ TINY = [
     "afs.batch_size=2", "train.batch_size=2", "evaluate.batch_size=2", "prn.batch_size=4",
     "afs.dims=[16,24,48,96]",  # at 64 px layer 4 is 1x1: its reconstruction UNet needs 2+ channels per norm group
 ]
-# The cached rerun runs the whole demo pipeline twice (a minute on a CPU): left to `realnet bench`.
-FAST_PARTS = [p for p in PARTS if p != "cached_rerun"]
+# The cached rerun runs the whole demo pipeline twice (a minute on a CPU): left to `realnet bench`. The export
+# part's two exports take as long: tests/export/test_export_bench.py runs it alone.
+FAST_PARTS = [p for p in PARTS if p not in ("cached_rerun", "export")]
 
 
 @pytest.fixture

@@ -10,11 +10,12 @@ Parts (``parts=``, in ``flows.bench.parts``): ``sia``, ``diffusion_train``, ``af
 ``inference``, ``roofline`` (SIA and inference under a roofline model, not timed), ``memory_model``
 (training and inference memory counted without a GPU), ``loading`` (host-side image reading) and
 ``cached_rerun`` (the tiny demo pipeline run twice; demo profile only), ``busy_cpu`` (stage 1's CPU
-step alone and beside another CPU-bound process, each in a fresh process), and ``<method>_train`` and
-``<method>_inference`` for each registered method with bench hooks (``simplenet_train``,
-``simplenet_inference``). A part that fails records its error under ``errors`` and the others still run,
-so one out-of-memory does not lose the whole report. Progress goes to stderr; the result is a flat dict
-(plus ``notes`` and ``errors``).
+step alone and beside another CPU-bound process, each in a fresh process), ``export`` (images/s of the model
+exported to ONNX and OpenVINO beside PyTorch's, at batch 1 and 16; ``flows.bench.export``), and
+``<method>_train`` and ``<method>_inference`` for each registered method with bench hooks
+(``simplenet_train``, ``prn_inference``, ...). A part that fails records its error under ``errors`` and the
+others still run, so one out-of-memory does not lose the whole report. Progress goes to stderr; the result
+is a flat dict (plus ``notes`` and ``errors``).
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from typing import Any
 
 import torch
 
+from flows.bench.export import BATCHES, ENGINES, bench_export
 from flows.bench.parts import BENCHES, free_memory, log, method_benches, peak_cuda_mb, peak_rss_mb
 from flows.bench.profiling import TRACE
 from realnet_core.config import Config, load_config
 from realnet_core.runtime import resolve_device
 
 PARTS: tuple[str, ...] = ("sia", "diffusion_train", "afs", "realnet_train", "inference", "roofline", "memory_model",
-                          "loading", "cached_rerun", "busy_cpu", *method_benches())
+                          "loading", "cached_rerun", "busy_cpu", "export", *method_benches())
 
 # The throughput keys each part produces; tests and BENCHMARKS.md rely on these names.
 METRICS: dict[str, tuple[str, ...]] = {
@@ -52,6 +54,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "loading": ("loading_sia_batch_ms", "loading_test_images_per_s"),
     "cached_rerun": ("pipeline_first_run_seconds", "cached_rerun_seconds"),
     "busy_cpu": ("busy_cpu_quiet_steps_per_s", "busy_cpu_hog_steps_per_s", "busy_cpu_slowdown"),
+    "export": tuple(f"export_{engine}_images_per_s_batch{n}" for engine in ENGINES for n in BATCHES),
     # Each registered method's own parts (stages.common.Method's bench hooks), e.g. simplenet_train.
     **{part: (f"{part}_steps_per_s",) if part.endswith("_train") else
        (f"{part}_images_per_s_batch1", f"{part}_images_per_s_batched") for part in method_benches()},
@@ -142,7 +145,7 @@ def run_bench(profile: str = "demo", device: str = "auto", quick: bool = False,
     try:
         for name in _select_parts(cfg, parts, result):
             with _part(name, dev, result) as box:
-                box.update(BENCHES[name](cfg, dev, quick, channels_last))
+                box.update({**BENCHES, "export": bench_export}[name](cfg, dev, quick, channels_last))
     finally:
         TRACE.update(dir=None, results={})
     result["peak_rss_mb"] = peak_rss_mb()

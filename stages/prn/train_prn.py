@@ -30,6 +30,7 @@ from stages.inputs import (
     category_split,
     files_fingerprint,
     foreground_masks,
+    foreground_of,
     seen_anomalies,
     train_fingerprint,
     train_images,
@@ -61,7 +62,10 @@ def fingerprint(cfg: Config, dataset: str, category: str) -> str:
     seen = seen_anomalies(cfg, dataset, category)
     files = [s.path for s in seen] + [s.mask_path for s in seen if s.mask_path]
     seen_print = fingerprint_files([os.path.abspath(p) for p in files], category_split(cfg, dataset, category).root)
-    return ",".join([train_fingerprint(cfg, dataset, category), seen_print, *files_fingerprint(cfg, FILES)])
+    parts = [train_fingerprint(cfg, dataset, category), seen_print, *files_fingerprint(cfg, FILES)]
+    if category in cfg.data.foreground:  # a configured rule moves the target areas (keys elsewhere unchanged)
+        parts.append(f"foreground={foreground_of(cfg, dataset, category)}")
+    return ",".join(parts)
 
 
 def build_model(cfg: Config, channels: list[int], prototypes: list[int]) -> PRN:
@@ -74,7 +78,7 @@ def load_data(ctx: StageContext) -> PRNData:
     cfg, size = ctx.cfg, ctx.cfg.data.image_size
     split = category_split(cfg, ctx.dataset, ctx.category)
     images = train_images(split, size)
-    fg = foreground_masks(images, ctx.dataset, ctx.category, cfg.synthesis.use_foreground)
+    fg = foreground_masks(images, foreground_of(cfg, ctx.dataset, ctx.category), cfg.synthesis.use_foreground)
     seen = seen_anomalies(cfg, ctx.dataset, ctx.category)
     seen_imgs = load_batch([s.path for s in seen], size) if seen else np.zeros((0, size, size, 3), np.uint8)
     seen_masks = np.stack([resize_mask(read_checked_mask(s), size) for s in seen]) if seen else \

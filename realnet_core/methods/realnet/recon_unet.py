@@ -72,8 +72,11 @@ class ResBlock(nn.Module):
     def forward(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         h = self.norm(x)
         if self.resample == "down":
-            # ceil_mode keeps odd sizes (7 -> 4 -> 2 -> 1) instead of dropping the last row.
-            h, x = (F.avg_pool2d(t, 2, ceil_mode=True) for t in (h, x))
+            # ceil_mode keeps odd sizes (7 -> 4 -> 2 -> 1) instead of dropping the last row. A 1-pixel side
+            # pools with a 1-wide window (the same value): ONNX runtimes such as OpenVINO refuse a window
+            # larger than the map. The sizes are fixed by the input size, so an export traces one branch.
+            kernel = (min(2, x.shape[-2]), min(2, x.shape[-1]))
+            h, x = (F.avg_pool2d(t, kernel, stride=2, ceil_mode=True) for t in (h, x))
         elif self.resample == "up":
             # x2 can overshoot an odd skip size by one (4 -> 8 for 7): crop to the skip's size.
             size = size or (2 * x.shape[-2], 2 * x.shape[-1])
