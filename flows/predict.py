@@ -96,8 +96,8 @@ def predict(model: str, images: list[str], out: str = "predictions", device: str
         if thresholds is not None and thresholds.get("pool_size") not in (None, pool):
             print(f"realnet: warning: --pool {pool} is not the pool the stored threshold was set with "
                   f"({thresholds['pool_size']}): the ok/defect decisions may not hold", file=sys.stderr)
-    elif thresholds is not None and hasattr(detector, "pool") and thresholds.get("pool_size"):
-        detector.pool = int(thresholds["pool_size"])  # the image score the threshold was set on
+    elif engine == "torch":
+        calibrate.score_as_calibrated(detector, thresholds)  # the image score the threshold was set on
     threshold = None if thresholds is None else float(thresholds["image"])
     pixel = None if thresholds is None else float(thresholds["pixel"])
     out_dir = Path(out)

@@ -135,3 +135,10 @@ def model_and_thresholds(model: str | Path) -> tuple[str, dict[str, Any] | None]
     thresholds = read_thresholds(found)
     model_path = model_of(found) if Path(model).resolve() == found.resolve() else str(model)
     return model_path, thresholds if thresholds.get("image") is not None else None
+
+
+def score_as_calibrated(detector: Any, thresholds: dict[str, Any] | None) -> Any:
+    """The detector scoring images as its thresholds were set (RealNet's pooling: ``pool_size``)."""
+    if thresholds is not None and hasattr(detector, "pool") and thresholds.get("pool_size"):
+        detector.pool = int(thresholds["pool_size"])
+    return detector

@@ -131,9 +131,8 @@ def export_model(model: str | Path, fmt: str, out: str | Path, precision: str = 
     """Export ``model`` (a model artifact folder or its model file) to ``out``; returns the metadata written."""
     out = check_request(fmt, precision, out)
     model, thresholds = calibrate.model_and_thresholds(model)
-    detector = methods.load_detector(model, torch.device("cpu"))  # float32 on the CPU: autocast is for GPUs
-    if thresholds is not None and hasattr(detector, "pool") and thresholds.get("pool_size"):
-        detector.pool = int(thresholds["pool_size"])  # the graph scores images as the threshold was set
+    # float32 on the CPU (autocast is for GPUs); the graph scores images as the thresholds were set.
+    detector = calibrate.score_as_calibrated(methods.load_detector(model, torch.device("cpu")), thresholds)
     info = {**artifact_info(model), "thresholds": thresholds, "model": str(model)}
     return export_detector(detector, fmt, out, precision, info)
 

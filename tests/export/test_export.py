@@ -18,7 +18,7 @@ import torch
 from flows.cli import main
 from realnet_core.config import load_config
 from realnet_core.data.images import read_rgb
-from stages import dag, methods
+from stages import calibrate, dag, methods
 from stages.common import execute
 from stages.export.engines import load_engine
 from stages.export.write import METADATA, artifact_info, export_detector, export_model
@@ -63,12 +63,18 @@ def exported(trained, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("exports")
     out = {name: root / name for name in ("onnx_float32", "openvino_float32", "onnx_float16")}
     export_model(trained, "onnx", out["onnx_float32"])
-    detector = methods.load_detector(trained, torch.device("cpu"))
-    info = {**artifact_info(trained), "model": str(trained)}
+    detector = reference(trained)
+    info = {**artifact_info(trained), "thresholds": calibrate.thresholds_for(trained), "model": str(trained)}
     traced = out["onnx_float32"] / "model.onnx"
     export_detector(detector, "openvino", out["openvino_float32"], "float32", info, traced=traced)
     export_detector(detector, "onnx", out["onnx_float16"], "float16", info, traced=traced)
     return out
+
+
+def reference(trained: Path) -> object:
+    """The PyTorch detector scoring as its export does: with the pooling its calibrated thresholds were set on."""
+    model, thresholds = calibrate.model_and_thresholds(trained)
+    return calibrate.score_as_calibrated(methods.load_detector(model, torch.device("cpu")), thresholds)
 
 
 def brick_images(demo_root: Path) -> tuple[list[Path], torch.Tensor]:
@@ -82,7 +88,7 @@ def train_images(demo_root: Path) -> torch.Tensor:
 
 @pytest.mark.parametrize("engine", ["onnx", "openvino"])
 def test_float32_engines_give_pytorchs_maps_decisions_and_score_order(trained, exported, demo_root, engine):
-    detector = methods.load_detector(trained, torch.device("cpu"))
+    detector = reference(trained)
     runner = load_engine(engine, exported[f"{engine}_float32"], torch.device("cpu"))
     _, images = brick_images(demo_root)
     with torch.no_grad():
@@ -118,7 +124,8 @@ def test_the_graph_has_dynamic_batch_and_size_and_its_metadata(trained, exported
     meta = json.loads((folder / METADATA).read_text())
     manifest = json.loads((trained / "manifest.json").read_text())
     assert meta["artifact_key"] == manifest["key"] and meta["method"] == manifest_method(trained)
-    assert meta["image_size"] == 64 and meta["format"] == "onnx" and meta["thresholds"] is None
+    assert meta["image_size"] == 64 and meta["format"] == "onnx"
+    assert meta["thresholds"] == calibrate.thresholds_for(trained) and meta["thresholds"]["image"] is not None
     assert meta["parity"]["max_map_difference"] < MAP_TOLERANCE
     props = {p.key: json.loads(p.value) for p in onnx.load(str(folder / "model.onnx")).metadata_props}
     assert props["artifact_key"] == manifest["key"] and props["image_size"] == 64
@@ -146,8 +153,10 @@ def test_predict_prints_the_same_lines_and_heat_maps_with_every_engine(trained, 
         lines[engine] = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     for engine in ("onnx", "openvino"):
         assert len(lines[engine]) == len(images)
-        for (path, score, heat), (path_t, score_t, heat_t) in zip(lines[engine], lines["torch"], strict=True):
+        for (path, score, threshold, decision, heat), (path_t, score_t, threshold_t, decision_t, heat_t) in zip(
+                lines[engine], lines["torch"], strict=True):
             assert path == path_t and Path(heat).name == Path(heat_t).name
+            assert threshold == threshold_t != "-" and decision == decision_t in ("ok", "defect")
             assert abs(float(score) - float(score_t)) <= 2e-6  # printed to 6 decimals: equal up to the last
             a, b = read_rgb(Path(heat)).astype(int), read_rgb(Path(heat_t)).astype(int)
             # A map value on the edge between two of the colour map's 256 levels may land on the other one: a
@@ -193,10 +202,9 @@ def test_predict_refuses_a_folder_that_is_no_export_or_of_another_engine(exporte
     assert "--engine 'tensorrt': unknown engine" in one_error(capsys)
 
 
-def test_thresholds_an_artifact_records_are_carried(trained, tmp_path):
-    copy = Path(shutil.copytree(trained, tmp_path / "model"))
+def test_a_model_without_a_calibrate_artifact_exports_without_thresholds(trained, tmp_path):
+    copy = Path(shutil.copytree(trained, tmp_path / "model"))  # outside its store: no calibrate artifact beside it
+    meta = export_model(copy, "onnx", tmp_path / "out")
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["meta"]["thresholds"] = {"image": 0.42}
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    assert artifact_info(copy)["thresholds"] == {"image": 0.42}
+    assert meta["thresholds"] is None and meta["artifact_key"] == manifest["key"]
     assert artifact_info(copy / manifest["files"][0]["path"])["artifact_key"] == manifest["key"]

@@ -36,7 +36,7 @@ def prn_runs(demo_root, tmp_path_factory):
 
 
 def test_prn_runs_its_own_stages_without_diffusion(prn_runs):
-    assert list(prn_runs[0]) == ["prn_prototypes", "train_prn", "evaluate"]
+    assert list(prn_runs[0]) == ["prn_prototypes", "train_prn", "calibrate", "evaluate"]
     out = prn_runs[0]
     clusters = pd.read_parquet(out["prn_prototypes"] / "prototype_clusters.parquet")
     assert set(clusters.layer) == {"layer1", "layer2", "layer3"} and (clusters["size"] > 0).all()

@@ -38,7 +38,7 @@ def run(cfg, tmp_path_factory):
 
 def test_simplenet_runs_its_own_stage_and_evaluate_only(cfg, run):
     _, paths = run
-    assert dag.active(cfg) == list(paths) == ["train_simplenet", "evaluate"]
+    assert dag.active(cfg) == list(paths) == ["train_simplenet", "calibrate", "evaluate"]
     metrics = pd.read_parquet(paths["evaluate"] / "metrics.parquet")
     assert metrics.method.tolist() == ["simplenet"]
     assert metrics[["image_auroc", "pixel_auroc", "pro"]].apply(lambda c: c.between(0, 1)).all(axis=None)
