@@ -157,7 +157,9 @@ def test_predict_prints_the_same_lines_and_heat_maps_with_every_engine(trained, 
                 lines[engine], lines["torch"], strict=True):
             assert path == path_t and Path(heat).name == Path(heat_t).name
             assert threshold == threshold_t != "-" and decision == decision_t in ("ok", "defect")
-            assert abs(float(score) - float(score_t)) <= 2e-6  # printed to 6 decimals: equal up to the last
+            # Printed to 6 decimals; float32 arithmetic in another order moves a score by a few 1e-6 (SimpleNet's
+            # raw discriminator outputs, PRN's top-k means).
+            assert abs(float(score) - float(score_t)) <= 1e-5
             a, b = read_rgb(Path(heat)).astype(int), read_rgb(Path(heat_t)).astype(int)
             # A map value on the edge between two of the colour map's 256 levels may land on the other one: a
             # colour step of up to 4, halved by the 50% blend, plus rounding; anything more is a real difference.

@@ -79,7 +79,7 @@ def test_two_categories_on_two_devices_run_at_once_one_stage_per_device(recorder
     devices = ["fakegpu:0", "fakegpu:1"]
     results = _run_graph(cfg, str(tmp_path), devices)
 
-    assert len(results) == 10 and {r["status"] for r in results.values()} == {"ran"}
+    assert len(results) == 12 and {r["status"] for r in results.values()} == {"ran"}
     assert recorder.peak == 2 and shared_pool(devices).peak == 2
     assert {dev for _, _, dev in recorder.log} == set(devices)
     # submitted from 16 task threads, yet every stage ran on its device's one compute thread (flows/device_slots.py)
@@ -92,7 +92,7 @@ def test_two_categories_on_two_devices_run_at_once_one_stage_per_device(recorder
 def test_one_device_runs_the_same_graph_one_stage_at_a_time(recorder, tmp_path):
     cfg = make_config("demo", [], None, None)
     results = _run_graph(cfg, str(tmp_path), ["fakecpu"])
-    assert len(results) == 10
+    assert len(results) == 12
     assert recorder.peak == 1
 
 

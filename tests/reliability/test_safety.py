@@ -22,7 +22,7 @@ def _everything(path: Path) -> set[Path]:
 
 
 @pytest.mark.parametrize("flag, value, expected", [
-    ("--category", "../x", "unsafe dataset name '..'"),  # 'a/b' means dataset a, category b
+    ("--category", "../x", "unsafe category name '../x'"),
     ("--category", "demo/../../x", "unsafe category name '../../x'"),
     ("--category", ".hidden", "unsafe category name '.hidden'"),
     ("--dataset", "..", "unsafe dataset name '..'"),

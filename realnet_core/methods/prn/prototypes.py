@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 
 
 def fit_prototypes(features: np.ndarray, k: int, seed: int, max_iter: int = 300) -> tuple[np.ndarray, np.ndarray]:
@@ -25,6 +24,8 @@ def fit_prototypes(features: np.ndarray, k: int, seed: int, max_iter: int = 300)
     if not 1 <= k <= n:
         raise ValueError(f"k={k} prototypes need 1 <= k <= {n} (the number of feature maps)")
     flat = features.reshape(n, -1).astype(np.float32)
+    from sklearn.cluster import KMeans  # here, not at import: a run that builds no prototypes never loads it
+
     km = KMeans(n_clusters=k, init="random", n_init=1, max_iter=max_iter, random_state=seed).fit(flat)
     return km.cluster_centers_.astype(np.float32).reshape(k, *features.shape[1:]), km.labels_.astype(np.int64)
 
