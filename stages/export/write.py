@@ -172,7 +172,8 @@ def export_detector(detector: Any, fmt: str, out: str | Path, precision: str = "
         if traced is None:
             _export_onnx(graph, onnx_path)
         else:
-            shutil.copyfile(traced, onnx_path)
+            for part in traced.parent.glob(f"{traced.name}*"):  # the graph and its external weights (.onnx.data)
+                shutil.copyfile(part, stage / part.name)
         if precision == "float16":
             _to_float16(onnx_path)
         if fmt == "onnx":

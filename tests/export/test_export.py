@@ -210,3 +210,20 @@ def test_a_model_without_a_calibrate_artifact_exports_without_thresholds(trained
     manifest = json.loads((copy / "manifest.json").read_text())
     assert meta["thresholds"] is None and meta["artifact_key"] == manifest["key"]
     assert artifact_info(copy / manifest["files"][0]["path"])["artifact_key"] == manifest["key"]
+
+
+def test_an_openvino_export_from_a_trace_with_external_weights(trained, exported, tmp_path):
+    """A graph over 2 GB (the paper profile) keeps its weights in ``model.onnx.data`` beside ``model.onnx``: a
+    conversion from such a trace must bring both."""
+    import onnx
+
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    graph = onnx.load(str(exported["onnx_float32"] / "model.onnx"))
+    onnx.save_model(graph, str(trace / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=0)
+    assert (trace / "model.onnx.data").is_file()
+    meta = export_detector(reference(trained), "openvino", tmp_path / "ov", "float32",
+                           {"artifact_key": None, "thresholds": None}, traced=trace / "model.onnx")
+    assert meta["parity"]["max_map_difference"] < MAP_TOLERANCE
+    assert sorted(p.suffix for p in (tmp_path / "ov").iterdir()) == [".bin", ".json", ".xml"]
