@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 
 from realnet_core.config import Config
 from realnet_core.runtime import resolve_device, set_cpu_threads
-from storage.checkpoints import load_checkpoint
+from storage.checkpoints import CheckpointError, load_checkpoint
 from storage.errors import OutOfSpace
 from storage.keys import artifact_key
 from storage.space import describe, free_bytes, no_space_cause
-from storage.store import ArtifactRef, Store
+from storage.store import ArtifactRef, Store, StoreError, folder_damage
 
 DATASET_SCOPE = "_all"  # category slot of an artifact shared by a whole dataset
 
@@ -142,6 +142,22 @@ class Method:
     @property
     def model_stage(self) -> str:
         return self.stages[-1].NAME
+
+
+def read_bundle(model: str | Path, bundle: str, kind: str, label: str, stage: str) -> tuple[Path, dict[str, Any]]:
+    """A method's checkpoint from its model artifact folder (used only whole, sizes from its manifest) or its
+    model file, checked to be ``kind``'s: (path, checkpoint dict)."""
+    p = Path(model)
+    damage = folder_damage(p if p.is_dir() else p.parent)
+    if damage is not None:
+        raise StoreError(f"{damage}; rebuild it with `realnet run --rerun {stage}`")
+    path = p / bundle if p.is_dir() else p
+    if not path.is_file():
+        raise FileNotFoundError(f"no {label} checkpoint at {model} (give a {stage} artifact or {bundle})")
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
+        raise CheckpointError(f"{path}: not a {label} checkpoint (no 'kind: {kind}' entry)")
+    return path, ckpt
 
 
 # ---------------------------------------------------------------- keys

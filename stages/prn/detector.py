@@ -13,8 +13,8 @@ from realnet_core.config import Config
 from realnet_core.features.backbones import build_backbone
 from realnet_core.methods.prn import PRN
 from realnet_core.runtime import accelerate, autocast, for_inference
-from storage.checkpoints import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
-from storage.store import StoreError, folder_damage
+from stages.common import read_bundle
+from storage.checkpoints import load_state_into, save_checkpoint
 
 BUNDLE = "prn.pt"
 
@@ -26,17 +26,7 @@ def save_bundle(path: Path, net: PRN, backbone: str, backbone_weights: str | Non
 
 
 def load_bundle(model: str | Path, device: torch.device) -> tuple[torch.nn.Module, PRN, dict[str, Any]]:
-    p = Path(model)
-    folder = p if p.is_dir() else p.parent
-    damage = folder_damage(folder)  # an artifact folder is used only whole (sizes from its manifest)
-    if damage is not None:
-        raise StoreError(f"{damage}; rebuild it with `realnet run --rerun train_prn`")
-    path = p / BUNDLE if p.is_dir() else p
-    if not path.is_file():
-        raise FileNotFoundError(f"no PRN checkpoint at {model} (give a train_prn artifact or {BUNDLE})")
-    ckpt = load_checkpoint(path)
-    if ckpt.get("kind") != "prn":
-        raise CheckpointError(f"{path}: not a PRN checkpoint (no 'kind: prn' entry)")
+    path, ckpt = read_bundle(model, BUNDLE, "prn", "PRN", "train_prn")
     net = PRN.from_config(ckpt["model"])
     load_state_into(net, ckpt["state_dict"], str(path))
     backbone = build_backbone(ckpt["backbone"], ckpt.get("backbone_weights"))

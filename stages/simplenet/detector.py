@@ -12,8 +12,8 @@ from realnet_core.config import Config
 from realnet_core.features.backbones import build_backbone
 from realnet_core.methods.simplenet import SimpleNet
 from realnet_core.runtime import accelerate, autocast, for_inference
-from storage.checkpoints import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
-from storage.store import StoreError, folder_damage
+from stages.common import read_bundle
+from storage.checkpoints import load_state_into, save_checkpoint
 
 BUNDLE = "simplenet.pt"
 
@@ -23,25 +23,8 @@ def save_bundle(path: Path, model: SimpleNet, backbone: str, backbone_weights: s
                      "backbone": backbone, "backbone_weights": backbone_weights, "image_size": image_size}, path)
 
 
-def resolve_bundle(model: str | Path) -> Path:
-    """An artifact folder or a checkpoint file -> the checkpoint file."""
-    p = Path(model)
-    folder = p if p.is_dir() else p.parent
-    damage = folder_damage(folder)  # an artifact folder is used only whole (sizes from its manifest)
-    if damage is not None:
-        raise StoreError(f"{damage}; rebuild it with `realnet run --rerun train_simplenet`")
-    if p.is_dir():
-        p = p / BUNDLE
-    if not p.is_file():
-        raise FileNotFoundError(f"no SimpleNet checkpoint at {model} (give a train_simplenet artifact or {BUNDLE})")
-    return p
-
-
 def load_bundle(model: str | Path, device: torch.device) -> tuple[torch.nn.Module, SimpleNet, dict[str, Any]]:
-    path = resolve_bundle(model)
-    ckpt = load_checkpoint(path)
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "simplenet":
-        raise CheckpointError(f"{path}: not a SimpleNet checkpoint (no 'kind: simplenet' entry)")
+    path, ckpt = read_bundle(model, BUNDLE, "simplenet", "SimpleNet", "train_simplenet")
     net = SimpleNet.from_config(ckpt["model"])
     load_state_into(net, ckpt["state_dict"], str(path))
     backbone = build_backbone(ckpt["backbone"], ckpt.get("backbone_weights"))

@@ -1,4 +1,4 @@
-"""Shared fixtures for the PRN tests."""
+"""Shared fixtures for the methods' tests."""
 
 from collections.abc import Iterator
 
