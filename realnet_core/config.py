@@ -206,6 +206,7 @@ class TrainConfig(_Section):
     recon_channel_mult: list[int] = Field(default_factory=lambda: [1, 2, 4])
     recon_res_blocks: int = Field(2, ge=1)
     checkpoint_every: int = Field(50, ge=1, description="epochs")
+    feature_cache_mb: int = Field(2048, ge=0, description="backbone features of the training images kept; 0: none")
     seed: int = 0
 
 

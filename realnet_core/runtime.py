@@ -123,6 +123,12 @@ def accelerate(module: torch.nn.Module, cfg: Config, device: torch.device) -> to
     return torch.compile(module, mode=cfg.runtime.compile_mode)
 
 
+def adam(params, lr: float, device: torch.device, **kwargs) -> torch.optim.Optimizer:
+    """Adam as one fused kernel a step, where torch has one for the device: a loop over hundreds of small
+    tensors was a tenth of a CPU-profile training step."""
+    return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"), **kwargs)
+
+
 def derive_seed(seed: int, *parts: str) -> int:
     """A 63-bit seed from a base seed and names, so categories and stages draw independent streams."""
     digest = hashlib.sha256(":".join([str(seed), *parts]).encode()).digest()

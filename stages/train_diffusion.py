@@ -20,7 +20,7 @@ from realnet_core.config import Config, DiffusionConfig
 from realnet_core.data.check import check_test_files
 from realnet_core.diffusion.gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
 from realnet_core.diffusion.unet import set_grad_checkpoint
-from realnet_core.runtime import accelerate, autocast, seed_generator, seeded_init, to_device
+from realnet_core.runtime import accelerate, adam, autocast, seed_generator, seeded_init, to_device
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_model
 from stages.common import DATASET_SCOPE, StageContext, resume
@@ -101,7 +101,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ema = copy.deepcopy(model).requires_grad_(False)
     set_grad_checkpoint(model, ctx.cfg.runtime.grad_checkpoint)
     forward = accelerate(model, ctx.cfg, dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = adam(model.parameters(), cfg.lr, dev)
     diffusion = GaussianDiffusion(get_named_beta_schedule(cfg.noise_schedule, cfg.diffusion_steps))
     gen = seed_generator(cfg.seed, ctx.dataset, slot, "train_diffusion")
 

@@ -27,6 +27,7 @@ from flows.bench.models import realnet as realnet_model
 from flows.bench.profiling import TRACE, sync, trace
 from flows.bench.roofline import bench_roofline
 from realnet_core.config import Config, load_config
+from realnet_core.runtime import adam
 
 TINY_PIPELINE = [
     "data.categories=[brick]", "data.image_size=64",
@@ -229,7 +230,7 @@ def bench_diffusion_train(cfg: Config, device: torch.device, quick: bool, channe
     model = prepare(build_unet(unet_flags(d)), device, channels_last)
     ema = copy.deepcopy(model).requires_grad_(False)
     set_grad_checkpoint(model, cfg.runtime.grad_checkpoint)
-    net, opt = _compile(model, cfg, device), torch.optim.Adam(model.parameters(), lr=d.lr)
+    net, opt = _compile(model, cfg, device), adam(model.parameters(), d.lr, device)
     diffusion = GaussianDiffusion(get_named_beta_schedule(d.noise_schedule, d.diffusion_steps))
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(max(32, d.batch_size), 3, d.image_size, d.image_size, generator=gen) * 2 - 1
@@ -274,17 +275,18 @@ def bench_afs(cfg: Config, device: torch.device, quick: bool, channels_last: boo
 
 def bench_realnet_train(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """Stage 4's own training step (``train_realnet.train_step``)."""
-    from stages.realnet.train_realnet import train_step
+    from stages.realnet.train_realnet import normal_features, train_step
     from stages.training_data import synth_kwargs
 
     backbone = backbone_model(cfg, device, channels_last)
     model = realnet_model(cfg, backbone, device, channels_last).train()
     bb, net = _compile(backbone, cfg, device), _compile(model, cfg, device)
-    opt, data = torch.optim.Adam(model.parameters(), lr=cfg.train.lr), _training_data(cfg, device)
+    opt, data = adam(model.parameters(), cfg.train.lr, device), _training_data(cfg, device)
+    cache = normal_features(backbone, bb, data, cfg, device)
     gen, kwargs, n = torch.Generator().manual_seed(4), synth_kwargs(cfg), cfg.train.batch_size
 
     def step() -> None:  # the stage reads its losses back once per epoch: no sync here
-        train_step(model, net, bb, opt, data, gen, cfg, device, kwargs)
+        train_step(model, net, bb, opt, data, gen, cfg, device, kwargs, cache=cache)
 
     seconds = time_per_iter(step, device, BUDGETS[quick]["realnet_train"], "realnet_train", back_to_back=True)
     return {"realnet_train_steps_per_s": 1.0 / seconds, "realnet_train_batch": n, "realnet_params": _params(model)}

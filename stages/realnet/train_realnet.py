@@ -20,7 +20,7 @@ from realnet_core.config import Config
 from realnet_core.data.check import check_test_files
 from realnet_core.features.backbones import build_backbone
 from realnet_core.methods.realnet.realnet import RealNet
-from realnet_core.runtime import accelerate, autocast, seed_generator, seeded_init
+from realnet_core.runtime import accelerate, adam, autocast, seed_generator, seeded_init
 from realnet_core.viz import make_grid, write_png
 from stages.common import StageContext, resume
 from stages.inputs import category_split
@@ -29,6 +29,7 @@ from stages.realnet.detector import BUNDLE, save_bundle
 from stages.realnet.select_features import read_selection
 from stages.training_data import (
     TRAINING_FILES,
+    NormalFeatures,
     load_training_data,
     paired_features,
     synth_kwargs,
@@ -46,9 +47,10 @@ MEMORY_HINT = "a smaller train.batch_size"
 
 
 def key_config(cfg: Config) -> dict[str, Any]:
-    # How often to save a resumable state changes no weight (test_faults: a resumed run is the same run).
-    return {"train": cfg.section("train", exclude={"checkpoint_every"}), "synthesis": synthesis_key(cfg),
-            "image_size": cfg.data.image_size}
+    # How often to save a resumable state changes no weight (test_faults: a resumed run is the same run);
+    # the feature cache changes where the backbone's features are computed, not what they are.
+    return {"train": cfg.section("train", exclude={"checkpoint_every", "feature_cache_mb"}),
+            "synthesis": synthesis_key(cfg), "image_size": cfg.data.image_size}
 
 
 fingerprint = training_fingerprint  # the training images, the backbone file and the synthesis sources
@@ -60,11 +62,17 @@ def build_model(cfg: Config, channels: list[int], selected: list[torch.Tensor]) 
 
 
 def train_step(net: RealNet, forward: Any, features: Any, opt: torch.optim.Optimizer, data: Any,
-               gen: torch.Generator, cfg: Config, dev: torch.device, kwargs: dict, sources: Any = None) -> torch.Tensor:
-    """One training step (the stage's and the bench's): a synthetic batch, one backbone pass, RealNet forward
-    and backward, an Adam step. Returns (total, recon, seg) on the device: reading it would wait for the GPU."""
-    normal, aug, mask = data.batch(cfg.train.batch_size, gen, cfg.synthesis.normal_fraction, kwargs, sources=sources)
-    feats_a, feats_n = paired_features(features, aug, normal, dev, cfg.runtime.bf16)
+               gen: torch.Generator, cfg: Config, dev: torch.device, kwargs: dict, sources: Any = None,
+               cache: NormalFeatures | None = None) -> torch.Tensor:
+    """One training step (the stage's and the bench's): a synthetic batch, one backbone pass (over the
+    anomalous rows only, given the normal images' ``cache``), RealNet forward and backward, an Adam step.
+    Returns (total, recon, seg) on the device: reading it would wait for the GPU."""
+    idx, normal, aug, mask = data.indexed_batch(cfg.train.batch_size, gen, cfg.synthesis.normal_fraction, kwargs,
+                                                sources=sources)
+    if cache is not None:
+        feats_a, feats_n = cache.pair(features, idx, aug, mask, dev, cfg.runtime.bf16)
+    else:
+        feats_a, feats_n = paired_features(features, aug, normal, dev, cfg.runtime.bf16)
     with autocast(dev, cfg.runtime.bf16):
         out = forward(feats_a, feats_n, out_size=aug.shape[-2:])
         loss = net.loss(out, mask)
@@ -72,6 +80,16 @@ def train_step(net: RealNet, forward: Any, features: Any, opt: torch.optim.Optim
     loss["total"].backward()
     opt.step()
     return torch.stack([loss[k].detach().float() for k in ("total", "recon", "seg")])
+
+
+def normal_features(backbone: torch.nn.Module, features: torch.nn.Module, data: Any, cfg: Config,
+                    dev: torch.device) -> NormalFeatures | None:
+    """The training images' features, when they fit in ``train.feature_cache_mb``; else None (each step
+    passes its normal images through the backbone again)."""
+    limit = cfg.train.feature_cache_mb * 2**20
+    if not limit or NormalFeatures.nbytes(backbone, data.images) > limit:
+        return None
+    return NormalFeatures(features, data.images, dev, cfg.runtime.bf16, batch_size=2 * cfg.train.batch_size)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -82,9 +100,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     selected = read_selection(ctx.upstream_path("select_features"))
     with seeded_init(cfg.seed, ctx.dataset, ctx.category, "train_realnet", "init"):
         net = build_model(ctx.cfg, list(backbone.channels), selected).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    opt = adam(net.parameters(), cfg.lr, dev)
     features, forward = accelerate(backbone, ctx.cfg, dev), accelerate(net, ctx.cfg, dev)
     data = load_training_data(ctx, split)
+    cache = normal_features(backbone, features, data, ctx.cfg, dev)
     gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, "train_realnet")
     steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(len(data.images) / cfg.batch_size))
     kwargs = synth_kwargs(ctx.cfg)
@@ -105,7 +124,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     while epoch < cfg.epochs:
         pending = []  # each step's losses stay on the device: reading one would wait for the GPU
         for _ in range(steps_per_epoch):
-            pending.append(train_step(net, forward, features, opt, data, gen, ctx.cfg, dev, kwargs, next(sources)))
+            pending.append(train_step(net, forward, features, opt, data, gen, ctx.cfg, dev, kwargs, next(sources),
+                                      cache))
             bar.update(1)
         sums = np.zeros(3)
         for step_losses in torch.stack(pending).cpu().numpy():
