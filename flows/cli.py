@@ -368,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--part", action="append", help="only these parts (repeatable): sia, diffusion_train, afs, "
-                   "realnet_train, inference, roofline, memory_model, loading, cached_rerun, busy_cpu, export, and "
-                   "each method's own: simplenet_train, simplenet_inference, prn_train, prn_inference")
+                   "inference (the configured method's detector), roofline, memory_model, loading, cached_rerun, "
+                   "busy_cpu, export, and <method>_train and <method>_inference for each registered method "
+                   "(realnet_train, prn_inference, ...; an unknown part's error lists them all)")
     p.add_argument("--channels-last", action="store_true", help="run the networks in channels_last layout")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. runtime.compile=true")
     p.add_argument("--trace", metavar="DIR", help="also write a profiler trace and op table of each part to DIR")

@@ -211,7 +211,7 @@ class TrainConfig(_Section):
 
 
 class PRNConfig(_Section):
-    """PRN (CVPR 2023, stages/prn): prototypes, network and training; defaults are the paper's (sec. 4.1)."""
+    """PRN (CVPR 2023, stages/methods/prn): prototypes, network and training; defaults are the paper's (sec. 4.1)."""
 
     prototype_ratio: float = Field(0.1, gt=0, le=1, description="K = this share of the normal training images")
     kmeans_max_iter: int = Field(300, ge=1)

@@ -27,8 +27,9 @@ import torch
 from tqdm.auto import tqdm
 
 from realnet_core.config import Config
-from realnet_core.runtime import resolve_device, set_cpu_threads
-from storage.checkpoints import CheckpointError, load_checkpoint
+from realnet_core.features.backbones import build_backbone
+from realnet_core.runtime import for_inference, resolve_device, set_cpu_threads
+from storage.checkpoints import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
 from storage.errors import OutOfSpace
 from storage.keys import artifact_key
 from storage.space import describe, free_bytes, no_space_cause
@@ -142,6 +143,24 @@ class Method:
     @property
     def model_stage(self) -> str:
         return self.stages[-1].NAME
+
+
+def write_bundle(path: Path, kind: str, net: torch.nn.Module, backbone: str, backbone_weights: str | None,
+                 image_size: int, **extra: Any) -> None:
+    """A method's model file: its network (``config()`` and weights), the backbone that feeds it and the input
+    size, under ``kind`` (what ``read_bundle`` checks), plus the method's ``extra`` entries."""
+    save_checkpoint({"kind": kind, "model": net.config(), "state_dict": net.state_dict(), "backbone": backbone,
+                     "backbone_weights": backbone_weights, "image_size": image_size, **extra}, path)
+
+
+def open_bundle(model: str | Path, bundle: str, kind: str, label: str, stage: str, net_class: Any,
+                device: torch.device) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """(backbone, network, checkpoint) of a ``write_bundle`` file, ready for inference on ``device``."""
+    path, ckpt = read_bundle(model, bundle, kind, label, stage)
+    net = net_class.from_config(ckpt["model"])
+    load_state_into(net, ckpt["state_dict"], str(path))
+    backbone = build_backbone(ckpt["backbone"], ckpt.get("backbone_weights"))
+    return for_inference(backbone.to(device)), for_inference(net.to(device)), ckpt
 
 
 def read_bundle(model: str | Path, bundle: str, kind: str, label: str, stage: str) -> tuple[Path, dict[str, Any]]:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from flows.bench.run import METRICS, PARTS, run_bench
+from stages import methods
 
 # Shrink every size so that the whole run takes seconds on two CPU cores.
 TINY = [
@@ -35,7 +36,7 @@ def test_bench_quick_reports_every_metric(one_thread):
 
     assert result["errors"] == {}
     keys = [k for part in FAST_PARTS for k in METRICS[part]]
-    keys += ["peak_rss_mb", "bench_seconds", "diffusion_unet_params", "realnet_params", "backbone_params",
+    keys += ["peak_rss_mb", "bench_seconds", "diffusion_unet_params", "realnet_train_params", "backbone_params",
              "sia_gflop_per_forward", "sia_achieved_tflops", "inference_gflop_per_image"]
     keys += [f"{part}_wall_s" for part in FAST_PARTS]  # each part's whole time, warm-up and compile included
     for key in keys:
@@ -100,4 +101,7 @@ def test_bench_command_exits_non_zero_when_a_part_fails(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     help_text = capsys.readouterr().out
-    assert all(part in help_text for part in PARTS), "bench --help must list every part"
+    own = {f"{m}_{kind}" for m in methods.METHODS for kind in ("train", "inference")}
+    assert all(part in help_text for part in set(PARTS) - own), "bench --help must list every shared part"
+    assert "<method>_train" in help_text and "<method>_inference" in help_text
+    assert own <= set(PARTS), "every method's own parts are bench parts"

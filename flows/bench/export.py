@@ -25,7 +25,7 @@ ENGINES: tuple[str, ...] = ("torch", "onnx", "openvino")
 
 
 def _detector(cfg: Config, device: torch.device) -> Any:
-    from stages.realnet.detector import RealNetDetector
+    from stages.methods.realnet.detector import RealNetDetector
 
     backbone, net = inference_models(cfg, device)
     return RealNetDetector(backbone, net, cfg.data.image_size, cfg.runtime.bf16, cfg.evaluate.pool_size)

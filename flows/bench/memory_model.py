@@ -150,7 +150,7 @@ def inference_memory(cfg: Config) -> dict[str, float]:
     and what autocast keeps alive is the point), with the modules as evaluation loads them.
     """
     from flows.bench.models import inference_models
-    from stages.realnet.detector import anomaly_maps
+    from stages.methods.realnet.detector import anomaly_maps
 
     backbone, head = inference_models(cfg, torch.device("cpu"))
     weights = sum(t.nbytes for m in (backbone, head) for t in [*m.parameters(), *m.buffers()])

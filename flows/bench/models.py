@@ -13,12 +13,6 @@ def prepare(module: torch.nn.Module, device: torch.device, channels_last: bool) 
     return module.to(memory_format=torch.channels_last) if channels_last else module
 
 
-def random_selection(channels: list[int], dims: list[int]) -> list[torch.Tensor]:
-    """A fixed random AFS selection of ``dims`` channels per layer: speed and memory do not depend on which."""
-    gen = torch.Generator().manual_seed(2)
-    return [torch.randperm(c, generator=gen)[:m].sort().values for c, m in zip(channels, dims, strict=True)]
-
-
 def backbone(cfg: Config, device: torch.device, channels_last: bool) -> torch.nn.Module:
     from realnet_core.features.backbones import build_backbone
 
@@ -26,10 +20,9 @@ def backbone(cfg: Config, device: torch.device, channels_last: bool) -> torch.nn
 
 
 def realnet(cfg: Config, backbone: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
-    from stages.realnet.train_realnet import build_model
+    from stages.methods.realnet.bench import random_model
 
-    selected = random_selection(list(backbone.channels), list(cfg.afs.dims))
-    return prepare(build_model(cfg, list(backbone.channels), selected), device, channels_last)
+    return prepare(random_model(cfg, list(backbone.channels)), device, channels_last)
 
 
 def inference_models(cfg: Config, device: torch.device,

@@ -22,8 +22,7 @@ import torch
 
 from flows.bench.memory_model import bench_memory_model
 from flows.bench.models import backbone as backbone_model
-from flows.bench.models import inference_models, prepare
-from flows.bench.models import realnet as realnet_model
+from flows.bench.models import prepare
 from flows.bench.profiling import TRACE, sync, trace
 from flows.bench.roofline import bench_roofline
 from realnet_core.config import Config, load_config
@@ -243,26 +242,15 @@ def bench_diffusion_train(cfg: Config, device: torch.device, quick: bool, channe
             "diffusion_unet_params": _params(model)}
 
 
-def _training_data(cfg: Config, device: torch.device, n_images: int = 32) -> Any:
-    """Stages 3 and 4's TrainingData over random normal images and a random in-memory SIA array."""
-    from realnet_core.synthesis.sources import SIASource
-    from stages.training_data import TrainingData
-
-    size, gen = cfg.data.image_size, torch.Generator().manual_seed(1)
-    images = _rand_images(n_images, size, device, gen)
-    foreground = torch.ones(n_images, 1, size, size, device=device)
-    sia_size = cfg.diffusion.image_size
-    sia = np.random.default_rng(0).integers(0, 256, (64, sia_size, sia_size, 3), dtype=np.uint8)
-    return TrainingData(images, foreground, SIASource(sia), size)
-
-
 def bench_afs(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
     """Stage 3's own batch (``select_features.afs_step``): synthesize, backbone on both images, Eq. 4."""
     from realnet_core.methods.realnet.afs import AFSAccumulator
-    from stages.realnet.select_features import afs_step
+    from stages.methods.realnet.select_features import afs_step
+    from stages.training_data import TrainingData
 
     backbone = backbone_model(cfg, device, channels_last)
-    net, data, acc = _compile(backbone, cfg, device), _training_data(cfg, device), AFSAccumulator(backbone.channels)
+    net, acc = _compile(backbone, cfg, device), AFSAccumulator(backbone.channels)
+    data = TrainingData.random(cfg, device)
     gen, n = torch.Generator().manual_seed(3), cfg.afs.batch_size
 
     @torch.no_grad()
@@ -273,52 +261,28 @@ def bench_afs(cfg: Config, device: torch.device, quick: bool, channels_last: boo
     return {"afs_seconds_per_1024_images": seconds * 1024 / n, "afs_batch": n, "backbone_params": _params(backbone)}
 
 
-def bench_realnet_train(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
-    """Stage 4's own training step (``train_realnet.train_step``)."""
-    from stages.realnet.train_realnet import normal_features, train_step
-    from stages.training_data import synth_kwargs
-
-    backbone = backbone_model(cfg, device, channels_last)
-    model = realnet_model(cfg, backbone, device, channels_last).train()
-    bb, net = _compile(backbone, cfg, device), _compile(model, cfg, device)
-    opt, data = adam(model.parameters(), cfg.train.lr, device), _training_data(cfg, device)
-    cache = normal_features(backbone, bb, data, cfg, device)
-    gen, kwargs, n = torch.Generator().manual_seed(4), synth_kwargs(cfg), cfg.train.batch_size
-
-    def step() -> None:  # the stage reads its losses back once per epoch: no sync here
-        train_step(model, net, bb, opt, data, gen, cfg, device, kwargs, cache=cache)
-
-    seconds = time_per_iter(step, device, BUDGETS[quick]["realnet_train"], "realnet_train", back_to_back=True)
-    return {"realnet_train_steps_per_s": 1.0 / seconds, "realnet_train_batch": n, "realnet_params": _params(model)}
-
-
 def bench_inference(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
-    """Backbone + RealNet anomaly map + image score; images already on the device (no decoding)."""
-    from realnet_core.metrics import image_scores
-    from stages.realnet.detector import anomaly_maps
+    """The configured method's detector (``Method.bench_detector``): maps and image scores, as evaluate calls
+    ``detector.score``; images already on the device (no decoding). The method's own ``<method>_inference``
+    times the same call; this part adds the FLOPs and keeps the keys the GPU targets are written in."""
+    from stages import methods
 
-    backbone, model = inference_models(cfg, device, channels_last)
-    bb, net = _compile(backbone, cfg, device), _compile(model, cfg, device)
+    detector = methods.of(cfg).bench_detector(cfg, device)
     batched = 64 if device.type == "cuda" else cfg.evaluate.batch_size
-    gen, size, out = torch.Generator().manual_seed(5), cfg.data.image_size, {}
-
-    def infer(images: torch.Tensor) -> None:
-        image_scores(anomaly_maps(bb, net, images, cfg.runtime.bf16), cfg.evaluate.pool_size).cpu()
-
+    gen, out = torch.Generator().manual_seed(5), {}
     for label, n in (("batch1", 1), ("batched", batched)):
-        images = _rand_images(n, size, device, gen)
+        images = _rand_images(n, detector.image_size, device, gen)
         free_memory(device)  # the peak below is the weights plus this batch size's activations
-        seconds = time_per_iter(lambda x=images: infer(x), device, BUDGETS[quick][f"inference_{label}"],
-                                 f"inference_{label}")
+        seconds = time_per_iter(lambda x=images: detector.score(x)[1].cpu(), device,
+                                BUDGETS[quick][f"inference_{label}"], f"inference_{label}")
         out[f"inference_images_per_s_{label}"] = n / seconds
         peak = peak_cuda_mb(device)
         if peak is not None:
             out["inference_batch1_peak_cuda_mb" if n == 1 else "inference_peak_cuda_mb"] = peak
     out["inference_batch"] = batched
-    out["realnet_params"] = _params(model)
     with contextlib.suppress(Exception):
-        one = _rand_images(1, size, device, gen)
-        out["inference_gflop_per_image"] = forward_flops(lambda: infer(one)) / 1e9
+        one = _rand_images(1, detector.image_size, device, gen)
+        out["inference_gflop_per_image"] = forward_flops(lambda: detector.score(one)) / 1e9
     return out
 
 
@@ -489,7 +453,6 @@ BENCHES: dict[str, Callable[[Config, torch.device, bool, bool], dict[str, Any]]]
     "sia": bench_sia,
     "diffusion_train": bench_diffusion_train,
     "afs": bench_afs,
-    "realnet_train": bench_realnet_train,
     "inference": bench_inference,
     "cached_rerun": bench_cached_rerun,
     "loading": bench_loading,

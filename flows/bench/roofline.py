@@ -157,15 +157,13 @@ def meta_unet(cfg: Config, dtype: torch.dtype) -> torch.nn.Module:
 
 def meta_realnet(cfg: Config, dtype: torch.dtype) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The profile's backbone and a RealNet head on a random AFS selection of its width, on the meta device."""
-    from flows.bench.models import random_selection
     from realnet_core.features.backbones import build_backbone
-    from stages.realnet.train_realnet import build_model
+    from stages.methods.realnet.bench import random_model
 
     with torch.device("meta"):
         backbone = build_backbone(cfg.backbone.name, weights="random").to(dtype)
-    selected = random_selection(list(backbone.channels), list(cfg.afs.dims))
     # Built on the CPU, then moved: the head keeps its channel selection as host tensors.
-    return backbone, build_model(cfg, list(backbone.channels), selected).to(device="meta", dtype=dtype)
+    return backbone, random_model(cfg, list(backbone.channels)).to(device="meta", dtype=dtype)
 
 
 # ---------------------------------------------------------------- the bench part

@@ -37,7 +37,7 @@ from flows.bench.profiling import TRACE
 from realnet_core.config import Config, load_config
 from realnet_core.runtime import resolve_device
 
-PARTS: tuple[str, ...] = ("sia", "diffusion_train", "afs", "realnet_train", "inference", "roofline", "memory_model",
+PARTS: tuple[str, ...] = ("sia", "diffusion_train", "afs", "inference", "roofline", "memory_model",
                           "loading", "cached_rerun", "busy_cpu", "export", *method_benches())
 
 # The throughput keys each part produces; tests and BENCHMARKS.md rely on these names.
@@ -45,7 +45,6 @@ METRICS: dict[str, tuple[str, ...]] = {
     "sia": ("sia_images_per_s",),
     "diffusion_train": ("diffusion_train_steps_per_s",),
     "afs": ("afs_seconds_per_1024_images",),
-    "realnet_train": ("realnet_train_steps_per_s",),
     "inference": ("inference_images_per_s_batch1", "inference_images_per_s_batched"),
     "roofline": ("sia_roofline_eager_images_per_s", "sia_roofline_ceiling_images_per_s",
                  "inference_roofline_eager_images_per_s", "inference_roofline_ceiling_images_per_s"),

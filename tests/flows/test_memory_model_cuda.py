@@ -17,7 +17,7 @@ from flows.bench.models import realnet as _realnet
 from realnet_core.config import load_config
 from realnet_core.diffusion.unet import GroupNorm32
 from realnet_core.runtime import for_inference
-from stages.realnet.detector import anomaly_maps
+from stages.methods.realnet.detector import anomaly_maps
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

@@ -22,6 +22,14 @@ def test_realnet_is_registered_with_its_stages_and_the_dag_frames_them():
     assert dag.upstream("train_realnet", texture) == ["select_features"]
 
 
+def test_every_method_lives_in_its_own_package_under_stages_methods():
+    # The import contracts (pyproject.toml) and the package data match `stages.methods.*`: a method elsewhere
+    # would escape its independence check and ship without its paper numbers.
+    for name, method in methods.METHODS.items():
+        packages = {s.__name__.rpartition(".")[0] for s in method.stages}
+        assert packages == {f"stages.methods.{name}"}, (name, packages)
+
+
 def test_an_unknown_method_names_the_registered_ones():
     cfg = load_config("demo", ["method=nosuch"])
     with pytest.raises(ConfigError, match="method='nosuch': unknown method; methods: realnet"):

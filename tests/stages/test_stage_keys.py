@@ -13,7 +13,7 @@ import pytest
 from realnet_core.config import ConfigError, load_config
 from stages import dag, generate_sia, train_diffusion
 from stages.common import stage_key
-from stages.realnet import select_features, train_realnet
+from stages.methods.realnet import select_features, train_realnet
 
 
 def _keys(cfg) -> dict[str, str]:

@@ -137,7 +137,7 @@ def test_predict_takes_folders_and_names_repeated_stems_by_their_folder(pipeline
 def test_predict_gives_the_score_evaluate_gave_at_the_same_pool_size(pipeline_run, tiny_cfg, stage_data, tmp_path,
                                                                       capsys):
     from flows.cli import main
-    from stages.realnet.detector import default_pool
+    from stages.methods.realnet.detector import default_pool
 
     _, results = pipeline_run
     test = Path(stage_data) / "brick" / "test"
@@ -231,7 +231,7 @@ def test_a_failed_shard_write_stops_generate_sia_and_a_rerun_finishes_it(pipelin
 def test_loaded_models_are_in_eval_mode_and_ask_for_no_gradients(pipeline_run):
     # Under autocast, a weight that requires grad gets a bf16 copy kept for the whole call (1 GB at paper size).
     from stages.diffusion_model import load_ema
-    from stages.realnet.detector import load_bundle
+    from stages.methods.realnet.detector import load_bundle
 
     _, results = pipeline_run
     backbone, net, _ = load_bundle(_dir(results, "train_realnet"), torch.device("cpu"))

@@ -11,7 +11,7 @@ import torch
 from realnet_core.config import load_config
 from stages import dag, methods
 from stages.common import execute
-from stages.prn.detector import top_k_scores
+from stages.methods.prn.detector import top_k_scores
 from storage.checkpoints import load_checkpoint
 from storage.store import Store
 

@@ -6,7 +6,7 @@ import pytest
 
 from realnet_core.config import ConfigError, load_config
 from stages import methods
-from stages.simplenet.train_simplenet import build_model, image_size
+from stages.methods.simplenet.train_simplenet import build_model, image_size
 
 
 def test_the_paper_profile_keeps_the_codes_settings():

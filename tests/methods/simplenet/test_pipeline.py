@@ -13,7 +13,7 @@ import torch
 from realnet_core.config import load_config
 from stages import dag
 from stages.common import execute
-from stages.simplenet import train_simplenet
+from stages.methods.simplenet import train_simplenet
 from storage.store import Store
 
 SMALL = ["method=simplenet", "simplenet.pretrain_embed_dimension=32", "simplenet.target_embed_dimension=32",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from realnet_core.config import Config
 from stages.common import Method
-from stages.realnet import select_features, train_realnet
-from stages.realnet.detector import BUNDLE, load_detector
+from stages.methods.realnet import bench, select_features, train_realnet
+from stages.methods.realnet.detector import BUNDLE, load_detector
 
 
 def upstream(stage: str, cfg: Config) -> list[str]:
@@ -16,5 +16,5 @@ def upstream(stage: str, cfg: Config) -> list[str]:
 METHOD = Method(
     name="realnet", sections=("backbone", "afs", "train"), stages=(select_features, train_realnet),
     upstream=upstream, build_model=train_realnet.build_model, load_detector=load_detector, model_file=BUNDLE,
-    paper_results="paper_results.csv",
+    paper_results="paper_results.csv", bench_train_step=bench.bench_train_step, bench_detector=bench.random_detector,
 )

@@ -20,7 +20,7 @@ from realnet_core.methods.prn.prototypes import fit_prototypes
 from realnet_core.runtime import autocast, derive_seed
 from stages.common import StageContext
 from stages.inputs import category_split, files_fingerprint, to_tensor, train_fingerprint, train_images
-from stages.prn.sizes import check_size
+from stages.methods.prn.sizes import check_size
 from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.tables import write_table
 

@@ -27,7 +27,7 @@ from realnet_core.methods.simplenet import SimpleNet
 from realnet_core.runtime import accelerate, for_inference, seed_generator, seeded_init
 from stages.common import StageContext, resume
 from stages.inputs import category_split, files_fingerprint, to_tensor, train_fingerprint, train_images
-from stages.simplenet.detector import BUNDLE, SimpleNetDetector, backbone_features, save_bundle
+from stages.methods.simplenet.detector import BUNDLE, SimpleNetDetector, backbone_features, save_bundle
 from storage.checkpoints import save_checkpoint
 from storage.tables import write_table
 

@@ -9,27 +9,20 @@ from typing import Any
 import torch
 
 from realnet_core.config import Config
-from realnet_core.features.backbones import build_backbone
 from realnet_core.methods.realnet.realnet import RealNet
 from realnet_core.metrics import image_scores
-from realnet_core.runtime import accelerate, autocast, for_inference
-from stages.common import read_bundle
-from storage.checkpoints import load_state_into, save_checkpoint
+from realnet_core.runtime import accelerate, autocast
+from stages.common import open_bundle, write_bundle
 
 BUNDLE = "realnet.pt"
 
 
 def save_bundle(path: Path, model: RealNet, backbone: str, backbone_weights: str | None, image_size: int) -> None:
-    save_checkpoint({"kind": "realnet", "model": model.config(), "state_dict": model.state_dict(),
-                     "backbone": backbone, "backbone_weights": backbone_weights, "image_size": image_size}, path)
+    write_bundle(path, "realnet", model, backbone, backbone_weights, image_size)
 
 
 def load_bundle(model: str | Path, device: torch.device) -> tuple[torch.nn.Module, RealNet, dict[str, Any]]:
-    path, ckpt = read_bundle(model, BUNDLE, "realnet", "RealNet", "train_realnet")
-    net = RealNet.from_config(ckpt["model"])
-    load_state_into(net, ckpt["state_dict"], str(path))
-    backbone = build_backbone(ckpt["backbone"], ckpt.get("backbone_weights"))
-    return for_inference(backbone.to(device)), for_inference(net.to(device)), ckpt
+    return open_bundle(model, BUNDLE, "realnet", "RealNet", "train_realnet", RealNet, device)
 
 
 @torch.no_grad()

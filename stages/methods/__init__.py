@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 
 from realnet_core.config import Config, ConfigError
-from stages import prn, realnet, simplenet
 from stages.common import Detector, Method
+from stages.methods import prn, realnet, simplenet
 from storage.checkpoints import CheckpointError
 from storage.store import StoreError, folder_damage
 

@@ -25,8 +25,8 @@ from realnet_core.viz import make_grid, write_png
 from stages.common import StageContext, resume
 from stages.inputs import category_split
 from stages.loaders import SourceSteps, prefetch
-from stages.realnet.detector import BUNDLE, save_bundle
-from stages.realnet.select_features import read_selection
+from stages.methods.realnet.detector import BUNDLE, save_bundle
+from stages.methods.realnet.select_features import read_selection
 from stages.training_data import (
     TRAINING_FILES,
     NormalFeatures,

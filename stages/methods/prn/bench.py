@@ -11,9 +11,9 @@ import torch
 from realnet_core.config import Config
 from realnet_core.features.backbones import build_backbone
 from realnet_core.runtime import accelerate, for_inference
-from stages.prn.batches import PRNData
-from stages.prn.detector import PRNDetector
-from stages.prn.train_prn import build_model, train_step
+from stages.methods.prn.batches import PRNData
+from stages.methods.prn.detector import PRNDetector
+from stages.methods.prn.train_prn import build_model, train_step
 
 PROTOTYPES = 10  # per scale: the paper's 10% of a category of about 100 training images
 

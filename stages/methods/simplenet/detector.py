@@ -9,26 +9,19 @@ from typing import Any
 import torch
 
 from realnet_core.config import Config
-from realnet_core.features.backbones import build_backbone
 from realnet_core.methods.simplenet import SimpleNet
-from realnet_core.runtime import accelerate, autocast, for_inference
-from stages.common import read_bundle
-from storage.checkpoints import load_state_into, save_checkpoint
+from realnet_core.runtime import accelerate, autocast
+from stages.common import open_bundle, write_bundle
 
 BUNDLE = "simplenet.pt"
 
 
 def save_bundle(path: Path, model: SimpleNet, backbone: str, backbone_weights: str | None, image_size: int) -> None:
-    save_checkpoint({"kind": "simplenet", "model": model.config(), "state_dict": model.state_dict(),
-                     "backbone": backbone, "backbone_weights": backbone_weights, "image_size": image_size}, path)
+    write_bundle(path, "simplenet", model, backbone, backbone_weights, image_size)
 
 
 def load_bundle(model: str | Path, device: torch.device) -> tuple[torch.nn.Module, SimpleNet, dict[str, Any]]:
-    path, ckpt = read_bundle(model, BUNDLE, "simplenet", "SimpleNet", "train_simplenet")
-    net = SimpleNet.from_config(ckpt["model"])
-    load_state_into(net, ckpt["state_dict"], str(path))
-    backbone = build_backbone(ckpt["backbone"], ckpt.get("backbone_weights"))
-    return for_inference(backbone.to(device)), for_inference(net.to(device)), ckpt
+    return open_bundle(model, BUNDLE, "simplenet", "SimpleNet", "train_simplenet", SimpleNet, device)
 
 
 def backbone_features(backbone: torch.nn.Module, images: torch.Tensor, bf16: bool) -> list[torch.Tensor]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from realnet_core.config import Config
 from stages.common import Method
-from stages.simplenet import train_simplenet
-from stages.simplenet.detector import BUNDLE, load_detector
+from stages.methods.simplenet import train_simplenet
+from stages.methods.simplenet.detector import BUNDLE, load_detector
 
 
 def upstream(stage: str, cfg: Config) -> list[str]:

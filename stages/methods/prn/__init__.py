@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from realnet_core.config import Config
 from stages.common import Method
-from stages.prn import bench, prototypes, train_prn
-from stages.prn.detector import BUNDLE, load_detector
+from stages.methods.prn import bench, prototypes, train_prn
+from stages.methods.prn.detector import BUNDLE, load_detector
 
 
 def upstream(stage: str, cfg: Config) -> list[str]:

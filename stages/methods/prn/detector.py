@@ -10,27 +10,20 @@ from typing import Any
 import torch
 
 from realnet_core.config import Config
-from realnet_core.features.backbones import build_backbone
 from realnet_core.methods.prn import PRN
-from realnet_core.runtime import accelerate, autocast, for_inference
-from stages.common import read_bundle
-from storage.checkpoints import load_state_into, save_checkpoint
+from realnet_core.runtime import accelerate, autocast
+from stages.common import open_bundle, write_bundle
 
 BUNDLE = "prn.pt"
 
 
 def save_bundle(path: Path, net: PRN, backbone: str, backbone_weights: str | None, image_size: int,
                 top_k: int) -> None:
-    save_checkpoint({"kind": "prn", "model": net.config(), "state_dict": net.state_dict(), "backbone": backbone,
-                     "backbone_weights": backbone_weights, "image_size": image_size, "top_k": top_k}, path)
+    write_bundle(path, "prn", net, backbone, backbone_weights, image_size, top_k=top_k)
 
 
 def load_bundle(model: str | Path, device: torch.device) -> tuple[torch.nn.Module, PRN, dict[str, Any]]:
-    path, ckpt = read_bundle(model, BUNDLE, "prn", "PRN", "train_prn")
-    net = PRN.from_config(ckpt["model"])
-    load_state_into(net, ckpt["state_dict"], str(path))
-    backbone = build_backbone(ckpt["backbone"], ckpt.get("backbone_weights"))
-    return for_inference(backbone.to(device)), for_inference(net.to(device)), ckpt
+    return open_bundle(model, BUNDLE, "prn", "PRN", "train_prn", PRN, device)
 
 
 def top_k_scores(maps: torch.Tensor, k: int) -> torch.Tensor:

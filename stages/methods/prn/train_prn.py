@@ -35,10 +35,10 @@ from stages.inputs import (
     train_fingerprint,
     train_images,
 )
-from stages.prn.batches import PRNData
-from stages.prn.detector import BUNDLE, save_bundle
-from stages.prn.prototypes import read_prototypes
-from stages.prn.sizes import check_size
+from stages.methods.prn.batches import PRNData
+from stages.methods.prn.detector import BUNDLE, save_bundle
+from stages.methods.prn.prototypes import read_prototypes
+from stages.methods.prn.sizes import check_size
 from storage.checkpoints import save_checkpoint
 from storage.keys import fingerprint_files
 from storage.tables import write_table
