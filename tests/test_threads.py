@@ -47,7 +47,7 @@ def test_stages_run_with_the_configured_threads(monkeypatch, tiny_overrides, tmp
     assert seen == [1]
 
 
-@pytest.mark.parametrize("given, expected", [(None, "1000"), ("300000", "300000")])
+@pytest.mark.parametrize("given, expected", [(None, "3000"), ("300000", "300000")])
 def test_entry_points_start_openmp_with_a_short_spin_unless_told_otherwise(given, expected):
     import subprocess
     import sys
