@@ -16,15 +16,18 @@ from torch import Tensor
 
 
 @lru_cache(maxsize=32)
-def _bins(k: int, size: int) -> tuple[Tensor, Tensor]:
+def _bins(k: int, size: int) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[float, ...], ...]]:
     """PyTorch's adaptive bins as a gather: output i averages elements floor(i k / size) .. ceil((i + 1) k /
-    size) - 1; (size, width) element indices (the last one repeated) and weights (1 / bin length, else 0)."""
+    size) - 1; (size, width) element indices (the last one repeated) and weights (1 / bin length, else 0).
+    Plain numbers, not tensors: a tensor made while torch.export traces is a fake one, and a cache would hand
+    it to every later eager call."""
     start = [i * k // size for i in range(size)]
     end = [-(-(i + 1) * k // size) for i in range(size)]
     width = max(e - s for s, e in zip(start, end, strict=True))
-    idx = [[min(s + j, e - 1) for j in range(width)] for s, e in zip(start, end, strict=True)]
-    weight = [[1 / (e - s) if j < e - s else 0.0 for j in range(width)] for s, e in zip(start, end, strict=True)]
-    return torch.tensor(idx), torch.tensor(weight)
+    bins = list(zip(start, end, strict=True))
+    idx = tuple(tuple(min(s + j, e - 1) for j in range(width)) for s, e in bins)
+    weight = tuple(tuple(1 / (e - s) if j < e - s else 0.0 for j in range(width)) for s, e in bins)
+    return idx, weight
 
 
 def pool_vectors(x: Tensor, size: int) -> Tensor:
@@ -37,7 +40,8 @@ def pool_vectors(x: Tensor, size: int) -> Tensor:
     if k % size == 0:
         return x.reshape(-1, size, k // size).mean(-1)
     idx, weight = _bins(int(k), size)
-    return (x[:, idx.to(x.device)] * weight.to(x.device, x.dtype)).sum(-1)
+    idx_t = torch.tensor(idx, device=x.device)
+    return (x[:, idx_t] * torch.tensor(weight, device=x.device, dtype=x.dtype)).sum(-1)
 
 
 def local_aggregation(feats: Sequence[Tensor], patch_size: int = 3, pretrain_dim: int = 1536,

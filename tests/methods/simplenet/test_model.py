@@ -113,3 +113,19 @@ def test_vector_pooling_is_adaptive_average_pooling(k, size):
     x = torch.randn(5, k)
     reference = F.adaptive_avg_pool1d(x.unsqueeze(1), size).squeeze(1)
     assert torch.allclose(pool_vectors(x, size), reference, atol=1e-6)
+
+
+def test_vector_pooling_traced_first_still_runs_eagerly_after():
+    # `realnet export` of a fresh process traces the pooling before any eager call: what the trace makes
+    # must not be kept for the eager calls after it (the parity check, then predict).
+    from realnet_core.methods.simplenet import aggregation
+
+    class Pool(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return aggregation.pool_vectors(x, 384)
+
+    aggregation._bins.cache_clear()
+    x = torch.randn(5, 360)
+    torch.export.export(Pool(), (x,))
+    reference = F.adaptive_avg_pool1d(x.unsqueeze(1), 384).squeeze(1)
+    assert torch.allclose(aggregation.pool_vectors(x, 384), reference, atol=1e-6)
