@@ -1,5 +1,5 @@
-"""The bench's ``export`` part: images/s of the profile's model per engine (PyTorch, onnxruntime, OpenVINO),
-at batch 1 and 16, through the same ``score`` that ``realnet predict`` calls.
+"""The bench's ``export`` part: images/s of the configured method's detector per engine (PyTorch, onnxruntime,
+OpenVINO), at batch 1 and 16, through the same ``score`` that ``realnet predict`` calls.
 
 The model has random weights (speed does not depend on them); it is exported to ONNX and OpenVINO in a
 temporary folder (OpenVINO's converted from the ONNX graph), and each export's seconds are recorded too.
@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from flows.bench.models import inference_models
 from flows.bench.parts import BUDGETS, _rand_images, free_memory, time_per_iter
 from realnet_core.config import Config
 
@@ -24,11 +23,16 @@ BATCHES: tuple[int, ...] = (1, 16)
 ENGINES: tuple[str, ...] = ("torch", "onnx", "openvino")
 
 
-def _detector(cfg: Config, device: torch.device) -> Any:
-    from stages.methods.realnet.detector import RealNetDetector
+def _detectors(cfg: Config, device: torch.device) -> tuple[Any, Any]:
+    """The configured method's detector (``Method.bench_detector``), eager, on ``device`` for PyTorch and on the
+    CPU to export (the exporter traces plain modules). Speed does not depend on the weights, so the two need
+    not share them."""
+    from stages import methods
 
-    backbone, net = inference_models(cfg, device)
-    return RealNetDetector(backbone, net, cfg.data.image_size, cfg.runtime.bf16, cfg.evaluate.pool_size)
+    eager = cfg.model_copy(deep=True)
+    eager.runtime.compile = False
+    method = methods.of(cfg)
+    return method.bench_detector(eager, device), method.bench_detector(eager, torch.device("cpu"))
 
 
 def bench_export(cfg: Config, device: torch.device, quick: bool, channels_last: bool) -> dict[str, Any]:
@@ -36,10 +40,8 @@ def bench_export(cfg: Config, device: torch.device, quick: bool, channels_last: 
     from stages.export.write import export_detector
 
     out: dict[str, Any] = {}
-    runners = {"torch": _detector(cfg, device)}
-    cpu = _detector(cfg, torch.device("cpu"))
-    cpu.backbone.load_state_dict(runners["torch"].backbone.state_dict())
-    cpu.net.load_state_dict(runners["torch"].net.state_dict())
+    runners: dict[str, Any] = {}
+    runners["torch"], cpu = _detectors(cfg, device)
     with tempfile.TemporaryDirectory(prefix="realnet-bench-export-") as tmp:
         for fmt in ("onnx", "openvino"):
             t0 = time.perf_counter()
