@@ -136,10 +136,8 @@ def paired_features(backbone: torch.nn.Module, aug: torch.Tensor, normal: torch.
     One pass of 2B images keeps a GPU busier than two of B; the backbone is frozen in eval mode, so
     batching them together changes nothing else.
     """
-    with autocast(device, bf16):
-        feats = backbone(torch.cat([aug, normal]))
-    n = len(aug)
-    return [f[:n].float() for f in feats], [f[n:].float() for f in feats]
+    feats, n = _features(backbone, torch.cat([aug, normal]), device, bf16), len(aug)
+    return [f[:n] for f in feats], [f[n:] for f in feats]
 
 
 class NormalFeatures:
