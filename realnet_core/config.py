@@ -138,6 +138,9 @@ class SIAConfig(_Section):
     shard_images: int = Field(256, ge=1)
     guidance_scale: float = Field(0.0, ge=0)
     classifier_checkpoint: str | None = None
+    # Move the SIA's pooled per-channel mean and spread onto the training images' (realnet_core.synthesis.tones),
+    # for small models trained for minutes, whose samples come out brighter and flatter. Off for the paper profile.
+    match_tones: bool = False
     seed: int = 0
 
     @field_validator("strength")

@@ -16,6 +16,7 @@ Inputs may be numpy arrays or torch tensors. Masks are binarised with ``> 0.5`` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -102,6 +103,23 @@ def pixel_auroc(masks: Any, maps: Any) -> float:
     """Area under the ROC curve over all pixels of all images."""
     m, a = _masks_and_maps(masks, maps)
     return _roc_auc(m.reshape(-1), a.reshape(-1))
+
+
+def pixel_auroc_by_defect(masks: Any, maps: Any, defects: Sequence[str]) -> dict[str, float]:
+    """Pixel AUROC of each defect kind: its images' anomalous pixels against the normal pixels of all images.
+
+    Which kinds a method misses is hidden in the pooled pixel AUROC, which weights kinds by their area.
+    """
+    m, a = _masks_and_maps(masks, maps)
+    kinds = np.asarray(list(defects))
+    if kinds.shape != (len(m),):
+        raise ValueError(f"{len(kinds)} defect names for {len(m)} maps")
+    normal, has_defect = a[~m], m.reshape(len(m), -1).any(axis=1)
+    out = {}
+    for kind in sorted(set(kinds[has_defect].tolist())):
+        pos = a[kinds == kind][m[kinds == kind]]
+        out[kind] = _roc_auc(np.r_[np.zeros(len(normal), bool), np.ones(len(pos), bool)], np.r_[normal, pos])
+    return out
 
 
 def pro_curve(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:

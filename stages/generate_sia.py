@@ -3,7 +3,8 @@
 Each shard of ``sia.shard_images`` images is generated whole, from its own seed (base seed, category,
 shard index), and recorded as done only after it is written: a killed run resumes at the first
 missing shard and produces exactly the images an uninterrupted run would have. Outputs ``sia.zarr``
-(``images`` uint8 (N, H, W, 3), ``strength`` float32 (N,), provenance attributes) and ``preview.png``.
+(``images`` uint8 (N, H, W, 3) as sampled, ``strength`` float32 (N,), provenance attributes and, with
+``sia.match_tones``, the ``tone_curve`` that training applies to every image read) and ``preview.png``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from realnet_core.config import Config
 from realnet_core.runtime import accelerate, for_inference, seed_generator
+from realnet_core.synthesis.tones import apply_tone_curve, channel_histograms, tone_curve
 from realnet_core.viz import make_grid, write_png
 from stages import diffusion_model
 from stages.common import StageContext
@@ -107,9 +109,21 @@ def run(ctx: StageContext) -> dict[str, Any]:
     verify_image_array(zpath, n)
     group_attrs = {"config": ctx.cfg.section("sia"), "upstream": ctx.upstream["train_diffusion"].to_dict(),
                    "seed": cfg.seed, "dataset": ctx.dataset, "category": ctx.category}
+    if cfg.match_tones:
+        group_attrs["tone_curve"] = _tone_curve(ctx, zpath, size).tolist()
     write_attrs(zpath, group_attrs)
-    _preview(ctx, zpath)
+    _preview(ctx, zpath, group_attrs.get("tone_curve"))
     return {"num_images": n, "image_size": size, "shards": shards}
+
+
+def _tone_curve(ctx: StageContext, zpath, size: int) -> np.ndarray:
+    """sia.match_tones: the curve from all stored SIA's channel histograms to the training images' (at the SIA
+    size), read shard by shard."""
+    images = open_image_array(zpath)
+    hist = sum(channel_histograms(np.asarray(images[lo: lo + ctx.cfg.sia.shard_images]))
+               for lo in range(0, images.shape[0], ctx.cfg.sia.shard_images))
+    train = train_images(category_split(ctx.cfg, ctx.dataset, ctx.category), size)
+    return tone_curve(hist, channel_histograms(train))
 
 
 def _mean_colour_range(ctx: StageContext, flags: dict[str, Any]) -> list[list[float]]:
@@ -157,11 +171,13 @@ def _shard_len(shard: int, n: int, per: int) -> int:
     return min(per, n - shard * per)
 
 
-def _preview(ctx: StageContext, zpath) -> None:
-    """Up to 32 images sorted by strength, captioned with s."""
+def _preview(ctx: StageContext, zpath, tones: list | None) -> None:
+    """Up to 32 images sorted by strength, captioned with s, as training sees them (after the tone curve)."""
     images = open_image_array(zpath)
     strength = np.asarray(open_image_array(zpath, name="strength")[:])
     pick = np.sort(np.random.default_rng(0).choice(len(strength), min(32, len(strength)), replace=False))
     pick = pick[np.argsort(strength[pick], kind="stable")]
     tiles = np.asarray(images.get_orthogonal_selection((pick,)))
+    if tones is not None:
+        tiles = apply_tone_curve(tiles, np.asarray(tones, dtype=np.uint8))
     write_png(ctx.workdir / "preview.png", make_grid(tiles, nrow=8, labels=[f"s={strength[i]:.2f}" for i in pick]))

@@ -27,7 +27,7 @@ from stages.inputs import (
     train_fingerprint,
     train_images,
 )
-from storage.arrays import ArrayCorruptError, open_image_array, read_rows
+from storage.arrays import ArrayCorruptError, open_image_array, read_attrs, read_rows
 
 # The files stages 3 and 4 read besides the dataset: the backbone's weights, a texture source's folder.
 TRAINING_FILES = ("backbone.weights", "synthesis.texture_root")
@@ -92,9 +92,10 @@ class StoredSIASource(SIASource):
         self.path = path
         try:
             array = open_image_array(path)
+            tones = read_attrs(path).get("tone_curve")
+            super().__init__(array, None if tones is None else np.asarray(tones, dtype=np.uint8))
         except Exception as e:
             raise ArrayCorruptError(f"cannot open SIA images {path}/images: {e}") from e
-        super().__init__(array)
 
     def _read(self, indices: np.ndarray) -> np.ndarray:
         try:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from realnet_core.metrics import image_auroc, pixel_auroc, pro
+from realnet_core.metrics import image_auroc, pixel_auroc, pixel_auroc_by_defect, pro
 
 
 def reference_pro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
@@ -195,3 +195,20 @@ def test_single_class_and_shape_errors():
         pro(normal, bad)
     with pytest.raises(ValueError, match="fpr_limit"):
         pro(normal, maps, fpr_limit=0.0)
+
+
+def test_pixel_auroc_by_defect_ranks_each_kind_against_all_normal_pixels():
+    masks = np.zeros((4, 8, 8), bool)
+    masks[1, :2, :2] = masks[2, 4:, 4:] = masks[3, 5:, :3] = True
+    maps = np.zeros((4, 8, 8), np.float32)
+    maps[0, 0, 0] = 0.5  # one normal pixel scores between the two kinds
+    maps[1][masks[1]] = 1.0  # "scratch": above every normal pixel
+    maps[2][masks[2]] = 0.2  # "hole": below the one high normal pixel, tied with the rest
+    maps[3][masks[3]] = 1.0
+    kinds = pixel_auroc_by_defect(masks, maps, ["good", "scratch", "hole", "scratch"])
+    assert list(kinds) == ["hole", "scratch"]  # sorted; normal images name no kind
+    assert kinds["scratch"] == 1.0
+    n_normal = int((~masks).sum())
+    assert kinds["hole"] == pytest.approx((n_normal - 1) / n_normal)  # beats all zeros, loses to the 0.5
+    with pytest.raises(ValueError, match="3 defect names for 4 maps"):
+        pixel_auroc_by_defect(masks, maps, ["good", "scratch", "hole"])

@@ -24,6 +24,7 @@ from realnet_core.features.backbones import build_backbone
 from realnet_core.features.patch_knn import PatchKNN
 from realnet_core.runtime import for_inference
 from stages.inputs import category_split, test_masks, to_tensor, train_images
+from storage.arrays import open_image_array
 
 DATASET = "dev"
 
@@ -49,7 +50,13 @@ def knn_baseline(cfg: Config, category: str) -> dict[str, Any]:
     return {"image_auroc": metrics.image_auroc(labels, patch.flatten(1).amax(1).numpy()),
             "pixel_auroc": metrics.pixel_auroc(masks, maps),
             "pro": metrics.pro(masks, maps, fpr_limit=cfg.evaluate.pro_fpr_limit),
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, **_by_defect(split, masks, maps)}
+
+
+def _by_defect(split, masks: np.ndarray, maps: np.ndarray) -> dict[str, float]:
+    """``pixel_auroc_<kind>`` for each defect kind of the test split."""
+    kinds = metrics.pixel_auroc_by_defect(masks, maps, [s.defect for s in split.test])
+    return {f"pixel_auroc_{kind}": v for kind, v in kinds.items()}
 
 
 def _pipeline_metrics(cfg: Config, category: str, artifacts: str) -> dict[str, Any]:
@@ -59,8 +66,10 @@ def _pipeline_metrics(cfg: Config, category: str, artifacts: str) -> dict[str, A
     path = next(r["path"] for r in result["stages"] if r["stage"] == "evaluate")
     row = pd.read_parquet(Path(path) / "metrics.parquet").iloc[0]
     ran = sum(r["seconds"] for r in result["stages"] if r["status"] == "ran")
+    split = category_split(cfg, DATASET, category)
+    maps = np.asarray(open_image_array(Path(path) / "maps.zarr", name="maps")[:], np.float32)
     return {"image_auroc": float(row.image_auroc), "pixel_auroc": float(row.pixel_auroc), "pro": float(row.pro),
-            "seconds": ran}
+            "seconds": ran, **_by_defect(split, test_masks(split, maps.shape[-1]), maps)}
 
 
 def run_devbench(profile: str = "demo", overrides: list[str] | None = None, categories: list[str] | None = None,

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from realnet_core.synthesis.augment import augment_textures
+from realnet_core.synthesis.tones import apply_tone_curve
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -53,15 +54,19 @@ class SIASource:
     Indices are drawn with replacement; the distinct ones are read in one sorted selection. That is
     right for a Zarr array too, but zarr 3.1 decodes every chunk of each shard it touches: the stages
     read stored SIA through ``stages.training_data.StoredSIASource``, which reads single chunks.
+    ``tones``: an optional (3, 256) uint8 lookup table applied to every image read (sia.match_tones).
     """
 
-    def __init__(self, array: Any) -> None:
+    def __init__(self, array: Any, tones: np.ndarray | None = None) -> None:
         shape = tuple(array.shape)
         if len(shape) != 4 or shape[-1] != 3:
             raise ValueError(f"SIA array must be (N, H, W, 3), got shape {shape}")
         if shape[0] == 0:
             raise ValueError("SIA array is empty")
+        if tones is not None and (tones.shape != (3, 256) or tones.dtype != np.uint8):
+            raise ValueError(f"SIA tone curve must be (3, 256) uint8, got {tones.dtype} {tones.shape}")
         self.array = array
+        self.tones = tones
         self.size = int(shape[1]) if shape[1] == shape[2] else None
 
     def __len__(self) -> int:
@@ -80,6 +85,8 @@ class SIASource:
         data = self._read(unique)
         if data.dtype != np.uint8:
             raise ValueError(f"SIA array must be uint8, got {data.dtype}")
+        if self.tones is not None:
+            data = apply_tone_curve(data, self.tones)
         return _resize(_to_tensor(data[inverse.reshape(-1)]), size if size is not None else self.size)
 
 

@@ -70,3 +70,15 @@ def test_smudge_blurs_the_region():
 def test_unknown_category_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown development categories"):
         build_dev_dataset(tmp_path, categories=("gravel",))
+
+
+def test_the_baseline_reports_every_defect_kinds_pixel_auroc(dev_root):
+    from flows.bench.devbench import knn_baseline
+    from realnet_core.config import load_config
+
+    cfg = load_config("demo", ["data.dataset=dev", f"data.roots.dev={dev_root}", "data.val_fraction=0",
+                               "data.image_size=64"])
+    row = knn_baseline(cfg, "moon")
+    assert {f"pixel_auroc_{kind}" for kind in DEV_DEFECTS} <= set(row)
+    assert all(0.0 <= row[f"pixel_auroc_{kind}"] <= 1.0 for kind in DEV_DEFECTS)
+    assert 0.0 <= row["pixel_auroc"] <= 1.0 and 0.0 <= row["image_auroc"] <= 1.0

@@ -56,6 +56,27 @@ def test_generate_sia_writes_exactly_n_images_with_their_strengths(pipeline_run,
     assert len(np.unique(strength[: tiny_cfg.sia.batch_size])) == 1
 
 
+def test_generate_sia_stores_a_tone_curve_that_training_reads_apply(pipeline_run, tiny_cfg, stage_data):
+    from realnet_core.synthesis.tones import apply_tone_curve
+    from stages.inputs import category_split, train_images
+    from stages.training_data import StoredSIASource
+    from storage.arrays import read_attrs
+
+    assert tiny_cfg.sia.match_tones  # on in the demo profile
+    z = _dir(pipeline_run[1], "generate_sia") / "sia.zarr"
+    curve = np.asarray(read_attrs(z)["tone_curve"])
+    assert curve.shape == (3, 256) and (np.diff(curve, axis=1) >= 0).all()
+    source = StoredSIASource(str(z))
+    raw = np.asarray(open_image_array(z)[:])
+    read = (source.sample(64, torch.Generator().manual_seed(0)) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    assert set(np.unique(read[..., 0])) <= set(curve[0][np.unique(raw[..., 0])].tolist())
+    # The mapped SIA's mean level per channel is the training images' at the SIA size (up to clipping).
+    train = train_images(category_split(tiny_cfg, "demo", "brick"), tiny_cfg.diffusion.image_size)
+    mapped = apply_tone_curve(raw, curve.astype(np.uint8))
+    for c in range(3):
+        assert abs(mapped[..., c].mean() - train[..., c].mean()) <= 3
+
+
 def test_select_features_table_marks_the_configured_number_of_channels(pipeline_run, tiny_cfg):
     _, results = pipeline_run
     afs = pd.read_parquet(_dir(results, "select_features") / "afs.parquet")
