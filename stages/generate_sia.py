@@ -69,8 +69,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     class_index = cats.index(ctx.category) if flags.get("num_classes") else None
     cond_fn = _classifier_cond(ctx, class_index)
     size, n = flags["image_size"], cfg.num_images
-    if flags.get("x0_range") is not None:  # the colour prior also bounds each image's mean colour
-        flags = {**flags, "mean_range": _mean_colour_range(ctx, flags)}
+    prior = flags.get("x0_range") is not None
+    # The training images at the model's size, read once for the colour prior's bound and the tone curve.
+    train = train_images(category_split(ctx.cfg, ctx.dataset, ctx.category), size) if prior or cfg.match_tones else None
+    if prior:  # the colour prior also bounds each image's mean colour
+        flags = {**flags, "mean_range": _mean_colour_range(train, flags)}
     zpath = ctx.workdir / "sia.zarr"
     # Both calls reopen what an interrupted run already made, keeping its finished shards.
     images = create_image_array(zpath, n, size, size, shard_images=cfg.shard_images)
@@ -109,27 +112,27 @@ def run(ctx: StageContext) -> dict[str, Any]:
     verify_image_array(zpath, n)
     group_attrs = {"config": ctx.cfg.section("sia"), "upstream": ctx.upstream["train_diffusion"].to_dict(),
                    "seed": cfg.seed, "dataset": ctx.dataset, "category": ctx.category}
-    if cfg.match_tones:
-        group_attrs["tone_curve"] = _tone_curve(ctx, zpath, size).tolist()
+    curve = _tone_curve(zpath, train, cfg.shard_images) if cfg.match_tones else None
+    if curve is not None:
+        group_attrs["tone_curve"] = curve.tolist()
     write_attrs(zpath, group_attrs)
-    _preview(ctx, zpath, group_attrs.get("tone_curve"))
+    _preview(ctx, zpath, curve)
     return {"num_images": n, "image_size": size, "shards": shards}
 
 
-def _tone_curve(ctx: StageContext, zpath, size: int) -> np.ndarray:
-    """sia.match_tones: the curve from all stored SIA's channel histograms to the training images' (at the SIA
-    size), read shard by shard."""
+def _tone_curve(zpath, train: np.ndarray, shard_images: int) -> np.ndarray:
+    """sia.match_tones: the curve from all stored SIA's channel histograms, read shard by shard, to the
+    training images' (at the SIA size)."""
     images = open_image_array(zpath)
-    hist = sum(channel_histograms(np.asarray(images[lo: lo + ctx.cfg.sia.shard_images]))
-               for lo in range(0, images.shape[0], ctx.cfg.sia.shard_images))
-    train = train_images(category_split(ctx.cfg, ctx.dataset, ctx.category), size)
+    hist = sum(channel_histograms(np.asarray(images[lo: lo + shard_images]))
+               for lo in range(0, images.shape[0], shard_images))
     return tone_curve(hist, channel_histograms(train))
 
 
-def _mean_colour_range(ctx: StageContext, flags: dict[str, Any]) -> list[list[float]]:
-    """Per channel, the lowest and highest mean colour of the category's training images, centred as the
-    model was trained (in [-1, 1], at the model's size)."""
-    imgs = to_tensor(train_images(category_split(ctx.cfg, ctx.dataset, ctx.category), flags["image_size"])) * 2 - 1
+def _mean_colour_range(train: np.ndarray, flags: dict[str, Any]) -> list[list[float]]:
+    """Per channel, the lowest and highest mean colour of the category's training images (at the model's size),
+    centred as the model was trained (in [-1, 1])."""
+    imgs = to_tensor(train) * 2 - 1
     means = imgs.mean(dim=(2, 3)) - torch.tensor(flags.get("center", [0.0, 0.0, 0.0]))
     return [means.amin(dim=0).tolist(), means.amax(dim=0).tolist()]
 
@@ -171,7 +174,7 @@ def _shard_len(shard: int, n: int, per: int) -> int:
     return min(per, n - shard * per)
 
 
-def _preview(ctx: StageContext, zpath, tones: list | None) -> None:
+def _preview(ctx: StageContext, zpath, tones: np.ndarray | None) -> None:
     """Up to 32 images sorted by strength, captioned with s, as training sees them (after the tone curve)."""
     images = open_image_array(zpath)
     strength = np.asarray(open_image_array(zpath, name="strength")[:])
@@ -179,5 +182,5 @@ def _preview(ctx: StageContext, zpath, tones: list | None) -> None:
     pick = pick[np.argsort(strength[pick], kind="stable")]
     tiles = np.asarray(images.get_orthogonal_selection((pick,)))
     if tones is not None:
-        tiles = apply_tone_curve(tiles, np.asarray(tones, dtype=np.uint8))
+        tiles = apply_tone_curve(tiles, tones)
     write_png(ctx.workdir / "preview.png", make_grid(tiles, nrow=8, labels=[f"s={strength[i]:.2f}" for i in pick]))
