@@ -164,6 +164,8 @@ class SynthesisConfig(_Section):
     delta: tuple[float, float] = (0.5, 1.0)
     perlin_scale_exp: tuple[int, int] = (0, 6)
     use_foreground: bool = True
+    sia_augment: float = Field(0.0, ge=0, le=1, description="share of the SIA train_realnet draws that go through "
+                               "DRAEM's augmentation, which the paper applies to DTD textures only; 0: none (paper)")
 
     @field_validator("delta")
     @classmethod
@@ -210,6 +212,8 @@ class TrainConfig(_Section):
     recon_res_blocks: int = Field(2, ge=1)
     checkpoint_every: int = Field(50, ge=1, description="epochs")
     feature_cache_mb: int = Field(2048, ge=0, description="backbone features of the training images kept; 0: none")
+    ema_rate: float | None = Field(None, gt=0, lt=1, description="save an exponential moving average of the "
+                                   "weights at this rate instead of the last step's; None: the last step's (paper)")
     seed: int = 0
 
 

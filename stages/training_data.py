@@ -34,8 +34,11 @@ TRAINING_FILES = ("backbone.weights", "synthesis.texture_root")
 
 
 def synthesis_key(cfg: Config, exclude: set[str] | None = None) -> dict[str, Any]:
-    """The synthesis settings as they enter stages 3 and 4's keys; the texture folder only when it is the source."""
+    """The synthesis settings as they enter stages 3 and 4's keys; the texture folder only when it is the source,
+    the SIA augmentation only when the SIA are and it is on (the keys of the runs without it stay as they were)."""
     unused = set(exclude or ()) | ({"texture_root"} if cfg.synthesis.source != "texture" else set())
+    if cfg.synthesis.source != "sia" or not cfg.synthesis.sia_augment:
+        unused.add("sia_augment")
     return cfg.section("synthesis", exclude=unused)
 
 
@@ -88,12 +91,12 @@ class TrainingData:
 class StoredSIASource(SIASource):
     """The generate_sia artifact as an SIA source: reads by whole chunks, errors that name the array."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, augment: float = 0.0) -> None:
         self.path = path
         try:
             array = open_image_array(path)
             tones = read_attrs(path).get("tone_curve")
-            super().__init__(array, None if tones is None else np.asarray(tones, dtype=np.uint8))
+            super().__init__(array, None if tones is None else np.asarray(tones, dtype=np.uint8), augment)
         except Exception as e:
             raise ArrayCorruptError(f"cannot open SIA images {path}/images: {e}") from e
 
@@ -107,15 +110,16 @@ class StoredSIASource(SIASource):
             ) from e
 
 
-def load_training_data(ctx: StageContext, split: CategorySplit | None = None) -> TrainingData:
-    """Training images, foreground masks and the anomaly source; `split` saves listing the category again."""
+def load_training_data(ctx: StageContext, split: CategorySplit | None = None, sia_augment: float = 0.0) -> TrainingData:
+    """Training images, foreground masks and the anomaly source; `split` saves listing the category again;
+    ``sia_augment``: the share of SIA drawn through DRAEM's augmentation (train_realnet's synthesis.sia_augment)."""
     cfg = ctx.cfg
     size = cfg.data.image_size
     split = split or category_split(cfg, ctx.dataset, ctx.category)
     imgs = train_images(split, size)
     fg = foreground_masks(imgs, foreground_of(cfg, ctx.dataset, ctx.category), cfg.synthesis.use_foreground)
     if cfg.synthesis.source == "sia":
-        source = StoredSIASource(f"{ctx.upstream_path('generate_sia')}/sia.zarr")
+        source = StoredSIASource(f"{ctx.upstream_path('generate_sia')}/sia.zarr", sia_augment)
     elif cfg.synthesis.source == "texture":
         source = TextureSource(cfg.synthesis.texture_root)
     else:

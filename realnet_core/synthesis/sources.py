@@ -55,9 +55,11 @@ class SIASource:
     right for a Zarr array too, but zarr 3.1 decodes every chunk of each shard it touches: the stages
     read stored SIA through ``stages.training_data.StoredSIASource``, which reads single chunks.
     ``tones``: an optional (3, 256) uint8 lookup table applied to every image read (sia.match_tones).
+    ``augment``: the share of the images drawn that then go through DRAEM's augmentation (synthesis.augment),
+    each image drawn in or out on its own (synthesis.sia_augment).
     """
 
-    def __init__(self, array: Any, tones: np.ndarray | None = None) -> None:
+    def __init__(self, array: Any, tones: np.ndarray | None = None, augment: float = 0.0) -> None:
         shape = tuple(array.shape)
         if len(shape) != 4 or shape[-1] != 3:
             raise ValueError(f"SIA array must be (N, H, W, 3), got shape {shape}")
@@ -65,8 +67,11 @@ class SIASource:
             raise ValueError("SIA array is empty")
         if tones is not None and (tones.shape != (3, 256) or tones.dtype != np.uint8):
             raise ValueError(f"SIA tone curve must be (3, 256) uint8, got {tones.dtype} {tones.shape}")
+        if not 0 <= augment <= 1:
+            raise ValueError(f"SIA augment share must lie in [0, 1], got {augment}")
         self.array = array
         self.tones = tones
+        self.augment = float(augment)
         self.size = int(shape[1]) if shape[1] == shape[2] else None
 
     def __len__(self) -> int:
@@ -87,7 +92,11 @@ class SIASource:
             raise ValueError(f"SIA array must be uint8, got {data.dtype}")
         if self.tones is not None:
             data = apply_tone_curve(data, self.tones)
-        return _resize(_to_tensor(data[inverse.reshape(-1)]), size if size is not None else self.size)
+        batch = data[inverse.reshape(-1)]
+        if self.augment:
+            chosen = torch.rand(n, generator=generator, device=generator.device).cpu().numpy() < self.augment
+            batch = np.where(chosen[:, None, None, None], augment_textures(batch, generator), batch)
+        return _resize(_to_tensor(batch), size if size is not None else self.size)
 
 
 class TextureSource:

@@ -62,3 +62,28 @@ def rerun_on_a_copy(pipeline_run, tmp_path):
         return results
 
     return rerun
+
+
+@pytest.fixture
+def train_realnet_on_a_copy(pipeline_run, tmp_path):
+    """``train(cfg, name)``: train_realnet alone with ``cfg`` on a copy of the session store named ``name``, built
+    afresh in the first call for that copy (the session store may hold an artifact of the same key); returns
+    (the copy's Store, the StageResult)."""
+    import shutil
+
+    from stages import dag
+    from stages.common import execute
+    from stages.methods.realnet import train_realnet
+    from storage.store import Store
+
+    store, results = pipeline_run
+
+    def train(cfg, name: str = "copy"):
+        root, fresh = tmp_path / name, not (tmp_path / name).exists()
+        if fresh:
+            shutil.copytree(store.root, root)
+        ups = {u: results[u].ref for u in dag.upstream("train_realnet", cfg)}
+        copy = Store(str(root))
+        return copy, execute(train_realnet, cfg, copy, "demo", "brick", ups, force=fresh)
+
+    return train

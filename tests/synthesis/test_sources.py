@@ -49,6 +49,26 @@ def test_sia_from_zarr_and_resize(tmp_path):
     _check(src.sample(4, _gen(3), size=16), 4, 16)
 
 
+def _is_stored(x: torch.Tensor, imgs: np.ndarray) -> list[bool]:
+    as_u8 = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [any(np.array_equal(s, im) for im in imgs) for s in as_u8]
+
+
+def test_sia_augment_share_sends_that_share_through_draems_augmentation():
+    imgs = _images(8, seed=4)
+    assert all(_is_stored(SIASource(imgs, augment=0.0).sample(64, _gen(5)), imgs))
+    assert not any(_is_stored(SIASource(imgs, augment=1.0).sample(64, _gen(5)), imgs))
+    half = SIASource(imgs, augment=0.5)
+    stored = _is_stored(half.sample(200, _gen(5)), imgs)
+    assert 0.35 < 1 - np.mean(stored) < 0.65  # about half changed, each image drawn in or out on its own
+    assert torch.equal(half.sample(16, _gen(6)), half.sample(16, _gen(6)))  # seeded: the same batch again
+
+
+def test_sia_augment_share_outside_zero_to_one_is_an_error():
+    with pytest.raises(ValueError, match="augment share must lie in"):
+        SIASource(_images(2), augment=1.5)
+
+
 def test_texture_source(tmp_path):
     rng = np.random.default_rng(0)
     (tmp_path / "a" / "b").mkdir(parents=True)

@@ -2,7 +2,8 @@
 
 Each step blends synthetic anomalies into half of a batch of training images, reconstructs the
 AFS-selected features of every layer, selects residuals with RRS and segments them.
-Never looks at the test set: the weights kept are those of the last epoch.
+Never looks at the test set: the weights kept are those of the last step, or with ``train.ema_rate`` their
+moving average over the last steps (the CPU profile's high learning rate leaves the last step's noisy).
 Outputs ``realnet.pt``, ``train_log.parquet`` and ``synthetic_batch.png``; resumes from ``train_state.pt``.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from realnet_core.config import Config
 from realnet_core.data.check import check_test_files
@@ -48,8 +50,10 @@ MEMORY_HINT = "a smaller train.batch_size"
 
 def key_config(cfg: Config) -> dict[str, Any]:
     # How often to save a resumable state changes no weight (test_faults: a resumed run is the same run);
-    # the feature cache changes where the backbone's features are computed, not what they are.
-    return {"train": cfg.section("train", exclude={"checkpoint_every", "feature_cache_mb"}),
+    # the feature cache changes where the backbone's features are computed, not what they are. An unset
+    # ema_rate stays out, so that the keys of runs without one are those from before it existed.
+    exclude = {"checkpoint_every", "feature_cache_mb"} | ({"ema_rate"} if cfg.train.ema_rate is None else set())
+    return {"train": cfg.section("train", exclude=exclude),
             "synthesis": synthesis_key(cfg), "image_size": cfg.data.image_size}
 
 
@@ -101,15 +105,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
     with seeded_init(cfg.seed, ctx.dataset, ctx.category, "train_realnet", "init"):
         net = build_model(ctx.cfg, list(backbone.channels), selected).to(dev)
     opt = adam(net.parameters(), cfg.lr, dev)
+    # BatchNorm's running statistics are copied from the trained network (use_buffers=False): they are an
+    # average already.
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_rate)) if cfg.ema_rate else None
     features, forward = accelerate(backbone, ctx.cfg, dev), accelerate(net, ctx.cfg, dev)
-    data = load_training_data(ctx, split)
+    data = load_training_data(ctx, split, ctx.cfg.synthesis.sia_augment)
     cache = normal_features(backbone, features, data, ctx.cfg, dev)
     gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, "train_realnet")
     steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(len(data.images) / cfg.batch_size))
     kwargs = synth_kwargs(ctx.cfg)
 
     state_path, epoch, log = ctx.workdir / "train_state.pt", 0, []
-    if state := resume(state_path, gen, model=net, opt=opt):  # after a kill
+    if state := resume(state_path, gen, model=net, opt=opt, **({"ema": ema} if ema else {})):  # after a kill
         epoch, log = int(state["epoch"]), list(state["log"])
     resumed_from = epoch  # recorded in the manifest: 0 for a fresh start
 
@@ -126,6 +133,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         for _ in range(steps_per_epoch):
             pending.append(train_step(net, forward, features, opt, data, gen, ctx.cfg, dev, kwargs, next(sources),
                                       cache))
+            if ema is not None:
+                ema.update_parameters(net)
             bar.update(1)
         sums = np.zeros(3)
         for step_losses in torch.stack(pending).cpu().numpy():
@@ -138,10 +147,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
         log.append({"epoch": epoch, "loss": float(mean[0]), "recon": float(mean[1]), "seg": float(mean[2])})
         if epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
             save_checkpoint({"model": net.state_dict(), "opt": opt.state_dict(), "rng": gen.get_state(),
-                             "epoch": epoch, "log": log}, state_path)
+                             "epoch": epoch, "log": log, **({"ema": ema.state_dict()} if ema else {})}, state_path)
     bar.close()
 
-    save_bundle(ctx.workdir / BUNDLE, net, ctx.cfg.backbone.name, ctx.cfg.backbone.weights, data.size)
+    kept = net if ema is None else ema.module
+    save_bundle(ctx.workdir / BUNDLE, kept, ctx.cfg.backbone.name, ctx.cfg.backbone.weights, data.size)
     write_table(pd.DataFrame(log), ctx.workdir / "train_log.parquet")
     _synthetic_preview(ctx, data, kwargs)
     state_path.unlink(missing_ok=True)
