@@ -166,6 +166,9 @@ class SynthesisConfig(_Section):
     use_foreground: bool = True
     sia_augment: float = Field(0.0, ge=0, le=1, description="share of the SIA train_realnet draws that go through "
                                "DRAEM's augmentation, which the paper applies to DTD textures only; 0: none (paper)")
+    self_augment: float = Field(0.0, ge=0, le=1, description="share of train_realnet's training rows whose anomaly "
+                                "source is the row's own image through DRAEM's augmentation instead of the source's; "
+                                "0: none (paper)")
 
     @field_validator("delta")
     @classmethod

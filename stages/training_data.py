@@ -16,7 +16,7 @@ from realnet_core.config import Config
 from realnet_core.data.readers import CategorySplit
 from realnet_core.runtime import autocast, to_device
 from realnet_core.synthesis.blend import synthesize
-from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource
+from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource, with_own_images
 from stages.common import StageContext
 from stages.inputs import (
     category_split,
@@ -35,10 +35,13 @@ TRAINING_FILES = ("backbone.weights", "synthesis.texture_root")
 
 def synthesis_key(cfg: Config, exclude: set[str] | None = None) -> dict[str, Any]:
     """The synthesis settings as they enter stages 3 and 4's keys; the texture folder only when it is the source,
-    the SIA augmentation only when the SIA are and it is on (the keys of the runs without it stay as they were)."""
+    the SIA augmentation only when the SIA are and it is on, the own-image share only when it is on (the keys of
+    the runs without them stay as they were)."""
     unused = set(exclude or ()) | ({"texture_root"} if cfg.synthesis.source != "texture" else set())
     if cfg.synthesis.source != "sia" or not cfg.synthesis.sia_augment:
         unused.add("sia_augment")
+    if not cfg.synthesis.self_augment:
+        unused.add("self_augment")
     return cfg.section("synthesis", exclude=unused)
 
 
@@ -57,6 +60,7 @@ class TrainingData:
     foreground: torch.Tensor  # (N, 1, H, W) float {0, 1}
     source: object
     size: int
+    self_augment: float = 0.0  # the share of rows whose source is their own image, augmented (train_realnet's)
 
     def batch(self, n: int, gen: torch.Generator, normal_fraction: float, synth_kwargs: dict,
               sources: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -73,6 +77,7 @@ class TrainingData:
         idx = to_device(torch.randint(0, len(self.images), (n,), generator=gen), self.images.device)
         normal, fg = self.images[idx], self.foreground[idx]
         src = to_device(sources if sources is not None else self.source.sample(n, gen, self.size), normal.device)
+        src = with_own_images(normal, src, self.self_augment, gen)
         aug, mask = synthesize(normal, src, fg, generator=gen, normal_fraction=normal_fraction, **synth_kwargs)
         return idx, normal, aug, mask
 
@@ -110,9 +115,11 @@ class StoredSIASource(SIASource):
             ) from e
 
 
-def load_training_data(ctx: StageContext, split: CategorySplit | None = None, sia_augment: float = 0.0) -> TrainingData:
+def load_training_data(ctx: StageContext, split: CategorySplit | None = None, sia_augment: float = 0.0,
+                       self_augment: float = 0.0) -> TrainingData:
     """Training images, foreground masks and the anomaly source; `split` saves listing the category again;
-    ``sia_augment``: the share of SIA drawn through DRAEM's augmentation (train_realnet's synthesis.sia_augment)."""
+    ``sia_augment``: the share of SIA drawn through DRAEM's augmentation, ``self_augment``: the share of rows whose
+    source is their own image so augmented (train_realnet's synthesis.sia_augment and synthesis.self_augment)."""
     cfg = ctx.cfg
     size = cfg.data.image_size
     split = split or category_split(cfg, ctx.dataset, ctx.category)
@@ -125,7 +132,7 @@ def load_training_data(ctx: StageContext, split: CategorySplit | None = None, si
     else:
         source = CutPasteSource(imgs)
     fg_t = torch.from_numpy(fg.astype(np.float32))[:, None].to(ctx.device)
-    return TrainingData(to_tensor(imgs, ctx.device), fg_t, source, size)
+    return TrainingData(to_tensor(imgs, ctx.device), fg_t, source, size, self_augment)
 
 
 def synth_kwargs(cfg) -> dict:

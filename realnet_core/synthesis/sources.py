@@ -99,6 +99,27 @@ class SIASource:
         return _resize(_to_tensor(batch), size if size is not None else self.size)
 
 
+def with_own_images(images: torch.Tensor, sources: torch.Tensor, share: float,
+                    generator: torch.Generator) -> torch.Tensor:
+    """``sources`` with a ``share`` of its rows replaced by the same row of ``images`` through DRAEM's augmentation
+    (synthesis.self_augment): an anomaly made of the part's own surface, darker, lighter, blurred, recoloured or
+    turned. Each row is drawn in or out on its own; no draw at all when ``share`` is 0."""
+    if images.shape != sources.shape:
+        raise ValueError(f"images {tuple(images.shape)} and sources {tuple(sources.shape)} differ in shape")
+    if not 0 <= share <= 1:
+        raise ValueError(f"own-image share must lie in [0, 1], got {share}")
+    if not share:
+        return sources
+    chosen = torch.rand(len(images), generator=generator, device=generator.device).cpu() < share
+    if not chosen.any():
+        return sources
+    own = images[chosen.to(images.device)].mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    changed = _to_tensor(augment_textures(own.permute(0, 2, 3, 1).cpu().numpy(), generator))
+    out = sources.clone()
+    out[chosen.to(out.device)] = changed.to(out.device, out.dtype)
+    return out
+
+
 class TextureSource:
     """Random crops of texture images found recursively in a folder (e.g. DTD's ``images/``), each through
     DRAEM's augmentation (``augment``, on by default: the paper's DTD protocol; see synthesis.augment)."""

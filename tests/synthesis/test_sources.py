@@ -6,8 +6,15 @@ import pytest
 import torch
 import zarr
 
+from realnet_core.synthesis.augment import augment_textures
 from realnet_core.synthesis.blend import synthesize
-from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource, build_source
+from realnet_core.synthesis.sources import (
+    CutPasteSource,
+    SIASource,
+    TextureSource,
+    build_source,
+    with_own_images,
+)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -67,6 +74,36 @@ def test_sia_augment_share_sends_that_share_through_draems_augmentation():
 def test_sia_augment_share_outside_zero_to_one_is_an_error():
     with pytest.raises(ValueError, match="augment share must lie in"):
         SIASource(_images(2), augment=1.5)
+
+
+def test_own_image_share_replaces_that_share_of_rows_by_their_own_images_augmented():
+    images = torch.from_numpy(_images(200, size=16, seed=7)).permute(0, 3, 1, 2).float().div(255)
+    sources = torch.zeros_like(images)
+    gen = _gen(3)
+    assert with_own_images(images, sources, 0.0, gen) is sources
+    assert torch.equal(gen.get_state(), _gen(3).get_state())  # off: no draw, so the rest of a step is as before
+
+    mixed = with_own_images(images, sources, 0.5, _gen(3))
+    changed = mixed.flatten(1).ne(0).any(1)
+    assert 0.35 < float(changed.float().mean()) < 0.65  # about half, each row drawn in or out on its own
+    assert torch.equal(mixed[~changed], sources[~changed])
+    assert torch.equal(mixed, with_own_images(images, sources, 0.5, _gen(3)))  # seeded: the same rows again
+
+    # A chosen row is its own image through the augmentation, not another row's.
+    one = with_own_images(images[:1], sources[:1], 1.0, _gen(4))
+    gen = _gen(4)
+    torch.rand(1, generator=gen)
+    own = images[:1].mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    expected = torch.from_numpy(augment_textures(own, gen)).permute(0, 3, 1, 2).float().div(255)
+    assert torch.equal(one, expected)
+
+
+def test_own_image_share_needs_matching_shapes_and_a_share_in_zero_to_one():
+    images = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="differ in shape"):
+        with_own_images(images, torch.rand(2, 3, 4, 4), 0.5, _gen())
+    with pytest.raises(ValueError, match="share must lie in"):
+        with_own_images(images, images, 1.5, _gen())
 
 
 def test_texture_source(tmp_path):

@@ -37,9 +37,9 @@ MEMORY_HINT = "a smaller afs.batch_size"
 
 def key_config(cfg: Config) -> dict[str, Any]:
     # Every AFS sample carries an anomaly, whatever synthesis.normal_fraction says (see run); AFS scores the
-    # channels on the SIA as sampled, whatever synthesis.sia_augment says (train_realnet's alone).
+    # channels on the SIA as sampled, whatever synthesis.sia_augment and self_augment say (train_realnet's alone).
     return {"afs": cfg.section("afs"), "backbone": cfg.section("backbone"),
-            "synthesis": synthesis_key(cfg, exclude={"normal_fraction", "sia_augment"}),
+            "synthesis": synthesis_key(cfg, exclude={"normal_fraction", "sia_augment", "self_augment"}),
             "image_size": cfg.data.image_size}
 
 
