@@ -115,12 +115,13 @@ class StoredSIASource(SIASource):
             ) from e
 
 
-def load_training_data(ctx: StageContext, split: CategorySplit | None = None, sia_augment: float = 0.0,
-                       self_augment: float = 0.0) -> TrainingData:
+def load_training_data(ctx: StageContext, split: CategorySplit | None = None, augmented: bool = False) -> TrainingData:
     """Training images, foreground masks and the anomaly source; `split` saves listing the category again;
-    ``sia_augment``: the share of SIA drawn through DRAEM's augmentation, ``self_augment``: the share of rows whose
-    source is their own image so augmented (train_realnet's synthesis.sia_augment and synthesis.self_augment)."""
+    ``augmented``: with synthesis.sia_augment and synthesis.self_augment applied (train_realnet's), else the
+    sources as sampled (AFS)."""
     cfg = ctx.cfg
+    sia_augment = cfg.synthesis.sia_augment if augmented else 0.0
+    self_augment = cfg.synthesis.self_augment if augmented else 0.0
     size = cfg.data.image_size
     split = split or category_split(cfg, ctx.dataset, ctx.category)
     imgs = train_images(split, size)

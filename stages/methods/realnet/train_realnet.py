@@ -109,7 +109,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     # average already.
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_rate)) if cfg.ema_rate else None
     features, forward = accelerate(backbone, ctx.cfg, dev), accelerate(net, ctx.cfg, dev)
-    data = load_training_data(ctx, split, ctx.cfg.synthesis.sia_augment, ctx.cfg.synthesis.self_augment)
+    data = load_training_data(ctx, split, augmented=True)
     cache = normal_features(backbone, features, data, ctx.cfg, dev)
     gen = seed_generator(cfg.seed, ctx.dataset, ctx.category, "train_realnet")
     steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(len(data.images) / cfg.batch_size))
