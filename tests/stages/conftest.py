@@ -42,20 +42,25 @@ def pipeline_run(tiny_cfg, tmp_path_factory):
     return store, results
 
 
+def _copy_of(store, root):
+    """A Store over a copy of ``store``'s files at ``root``."""
+    import shutil
+
+    from storage.store import Store
+
+    shutil.copytree(store.root, root)
+    return Store(str(root))
+
+
 @pytest.fixture
 def rerun_on_a_copy(pipeline_run, tmp_path):
     """``rerun(cfg, redo)``: every stage again with ``cfg`` on a copy of the session store, the ``redo``
     stages forced and the others reused; returns the new StageResults by stage."""
-    import shutil
-
     from stages import dag
     from stages.common import execute
-    from storage.store import Store
 
     def rerun(cfg, redo: set[str]) -> dict:
-        root = tmp_path / "artifacts"
-        shutil.copytree(pipeline_run[0].root, root)
-        copy, results = Store(str(root)), {}
+        copy, results = _copy_of(pipeline_run[0], tmp_path / "artifacts"), {}
         for stage in dag.active(cfg):
             ups = {u: results[u].ref for u in dag.upstream(stage, cfg)}
             results[stage] = execute(dag.MODULES[stage], cfg, copy, "demo", "brick", ups, force=stage in redo)
@@ -69,8 +74,6 @@ def train_realnet_on_a_copy(pipeline_run, tmp_path):
     """``train(cfg, name)``: train_realnet alone with ``cfg`` on a copy of the session store named ``name``, built
     afresh in the first call for that copy (the session store may hold an artifact of the same key); returns
     (the copy's Store, the StageResult)."""
-    import shutil
-
     from stages import dag
     from stages.common import execute
     from stages.methods.realnet import train_realnet
@@ -80,10 +83,8 @@ def train_realnet_on_a_copy(pipeline_run, tmp_path):
 
     def train(cfg, name: str = "copy"):
         root, fresh = tmp_path / name, not (tmp_path / name).exists()
-        if fresh:
-            shutil.copytree(store.root, root)
+        copy = _copy_of(store, root) if fresh else Store(str(root))
         ups = {u: results[u].ref for u in dag.upstream("train_realnet", cfg)}
-        copy = Store(str(root))
         return copy, execute(train_realnet, cfg, copy, "demo", "brick", ups, force=fresh)
 
     return train

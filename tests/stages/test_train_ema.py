@@ -17,11 +17,6 @@ def _with(cfg, **train):
     return cfg.model_copy(update={"train": cfg.train.model_copy(update=train)})
 
 
-@pytest.fixture
-def train(train_realnet_on_a_copy):
-    return train_realnet_on_a_copy
-
-
 def _bundle(result) -> dict[str, torch.Tensor]:
     return torch.load(Path(result.ref.path) / train_realnet.BUNDLE, weights_only=True)["state_dict"]
 
@@ -42,9 +37,10 @@ def _recording_steps(monkeypatch, die_at: int | None = None) -> list[dict[str, t
     return after
 
 
-def test_the_bundle_holds_the_moving_average_of_the_weights_after_each_step(tiny_cfg, train, monkeypatch):
+def test_the_bundle_holds_the_moving_average_of_the_weights_after_each_step(
+        tiny_cfg, train_realnet_on_a_copy, monkeypatch):
     after = _recording_steps(monkeypatch)
-    _, result = train(_with(tiny_cfg, ema_rate=RATE))
+    _, result = train_realnet_on_a_copy(_with(tiny_cfg, ema_rate=RATE))
     assert len(after) == tiny_cfg.train.epochs * tiny_cfg.train.steps_per_epoch
     saved = _bundle(result)
     for name in after[0]:
@@ -56,26 +52,27 @@ def test_the_bundle_holds_the_moving_average_of_the_weights_after_each_step(tiny
     assert moved, "the average equals the last step's weights: nothing was averaged"
 
 
-def test_an_unset_rate_saves_the_last_steps_weights_under_the_key_from_before(tiny_cfg, train, monkeypatch):
+def test_an_unset_rate_saves_the_last_steps_weights_under_the_key_from_before(
+        tiny_cfg, train_realnet_on_a_copy, monkeypatch):
     after = _recording_steps(monkeypatch)
     cfg = _with(tiny_cfg, ema_rate=None)
     assert "ema_rate" not in train_realnet.key_config(cfg)["train"]
     assert train_realnet.key_config(_with(tiny_cfg, ema_rate=RATE))["train"]["ema_rate"] == RATE
-    _, result = train(cfg)
+    _, result = train_realnet_on_a_copy(cfg)
     saved = _bundle(result)
     for name, weights in after[-1].items():
         torch.testing.assert_close(saved[name], weights)
 
 
-def test_a_killed_and_resumed_run_saves_the_same_average(tiny_cfg, train, monkeypatch):
+def test_a_killed_and_resumed_run_saves_the_same_average(tiny_cfg, train_realnet_on_a_copy, monkeypatch):
     cfg = _with(tiny_cfg, ema_rate=RATE, epochs=3, checkpoint_every=1)
-    whole = _bundle(train(cfg, "whole")[1])
+    whole = _bundle(train_realnet_on_a_copy(cfg, "whole")[1])
     steps = cfg.train.steps_per_epoch
     _recording_steps(monkeypatch, die_at=2 * steps + 1)  # the first step of epoch 3, after epoch 2's state
     with pytest.raises(RuntimeError, match="killed"):
-        train(cfg, "killed")
+        train_realnet_on_a_copy(cfg, "killed")
     monkeypatch.undo()
-    store, resumed = train(cfg, "killed")
+    store, resumed = train_realnet_on_a_copy(cfg, "killed")
     assert store.manifest(resumed.ref)["meta"]["resumed_from_epoch"] == 2
     again = _bundle(resumed)
     assert again.keys() == whole.keys()
