@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from realnet_core.config import Config
+from realnet_core.config import Config, TrainConfig
 from realnet_core.data.check import check_test_files
 from realnet_core.features.backbones import build_backbone
 from realnet_core.methods.realnet.realnet import RealNet
@@ -46,6 +46,7 @@ VERSION = "5"
 TABLES = ("train_log",)
 FILES = TRAINING_FILES
 MEMORY_HINT = "a smaller train.batch_size"
+AUTHORS_DISC_HIDDEN = TrainConfig.model_fields["disc_hidden"].default  # runs at it keep their old keys
 
 
 def key_config(cfg: Config) -> dict[str, Any]:
@@ -53,7 +54,7 @@ def key_config(cfg: Config) -> dict[str, Any]:
     # the feature cache changes where the backbone's features are computed, not what they are. An unset
     # ema_rate and the authors' disc_hidden stay out, so that those runs keep the keys from before both existed.
     exclude = {"checkpoint_every", "feature_cache_mb"} | ({"ema_rate"} if cfg.train.ema_rate is None else set())
-    exclude |= {"disc_hidden"} if cfg.train.disc_hidden == 128 else set()
+    exclude |= {"disc_hidden"} if cfg.train.disc_hidden == AUTHORS_DISC_HIDDEN else set()
     return {"train": cfg.section("train", exclude=exclude),
             "synthesis": synthesis_key(cfg), "image_size": cfg.data.image_size}
 
