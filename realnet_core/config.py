@@ -169,6 +169,8 @@ class SynthesisConfig(_Section):
     self_augment: float = Field(0.0, ge=0, le=1, description="share of train_realnet's training rows whose anomaly "
                                 "source is the row's own image through DRAEM's augmentation instead of the source's; "
                                 "0: none (paper)")
+    shade: float = Field(0.0, ge=0, le=1, description="share of train_realnet's training rows whose anomaly source "
+                         "is the row's own image darkened to 10-50%: holes and pits; 0: none (paper)")
 
     @field_validator("delta")
     @classmethod

@@ -16,7 +16,7 @@ from realnet_core.config import Config
 from realnet_core.data.readers import CategorySplit
 from realnet_core.runtime import autocast, to_device
 from realnet_core.synthesis.blend import synthesize
-from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource, with_own_images
+from realnet_core.synthesis.sources import CutPasteSource, SIASource, TextureSource, with_own_images, with_shaded_images
 from stages.common import StageContext
 from stages.inputs import (
     category_split,
@@ -40,8 +40,7 @@ def synthesis_key(cfg: Config, exclude: set[str] | None = None) -> dict[str, Any
     unused = set(exclude or ()) | ({"texture_root"} if cfg.synthesis.source != "texture" else set())
     if cfg.synthesis.source != "sia" or not cfg.synthesis.sia_augment:
         unused.add("sia_augment")
-    if not cfg.synthesis.self_augment:
-        unused.add("self_augment")
+    unused |= {name for name in ("self_augment", "shade") if not getattr(cfg.synthesis, name)}
     return cfg.section("synthesis", exclude=unused)
 
 
@@ -61,6 +60,7 @@ class TrainingData:
     source: object
     size: int
     self_augment: float = 0.0  # the share of rows whose source is their own image, augmented (train_realnet's)
+    shade: float = 0.0  # the share of rows whose source is their own image, darkened (train_realnet's)
 
     def batch(self, n: int, gen: torch.Generator, normal_fraction: float, synth_kwargs: dict,
               sources: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,6 +78,7 @@ class TrainingData:
         normal, fg = self.images[idx], self.foreground[idx]
         src = to_device(sources if sources is not None else self.source.sample(n, gen, self.size), normal.device)
         src = with_own_images(normal, src, self.self_augment, gen)
+        src = with_shaded_images(normal, src, self.shade, gen)
         aug, mask = synthesize(normal, src, fg, generator=gen, normal_fraction=normal_fraction, **synth_kwargs)
         return idx, normal, aug, mask
 
@@ -122,6 +123,7 @@ def load_training_data(ctx: StageContext, split: CategorySplit | None = None, au
     cfg = ctx.cfg
     sia_augment = cfg.synthesis.sia_augment if augmented else 0.0
     self_augment = cfg.synthesis.self_augment if augmented else 0.0
+    shade = cfg.synthesis.shade if augmented else 0.0
     size = cfg.data.image_size
     split = split or category_split(cfg, ctx.dataset, ctx.category)
     imgs = train_images(split, size)
@@ -133,7 +135,7 @@ def load_training_data(ctx: StageContext, split: CategorySplit | None = None, au
     else:
         source = CutPasteSource(imgs)
     fg_t = torch.from_numpy(fg.astype(np.float32))[:, None].to(ctx.device)
-    return TrainingData(to_tensor(imgs, ctx.device), fg_t, source, size, self_augment)
+    return TrainingData(to_tensor(imgs, ctx.device), fg_t, source, size, self_augment, shade)
 
 
 def synth_kwargs(cfg) -> dict:

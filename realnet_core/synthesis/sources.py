@@ -120,6 +120,23 @@ def with_own_images(images: torch.Tensor, sources: torch.Tensor, share: float,
     return out
 
 
+def with_shaded_images(images: torch.Tensor, sources: torch.Tensor, share: float,
+                       generator: torch.Generator, factor: tuple[float, float] = (0.1, 0.5)) -> torch.Tensor:
+    """``sources`` with a ``share`` of its rows replaced by the same row of ``images`` times a factor drawn in
+    ``factor`` (synthesis.shade): a hole, pit or burn under top light, darker with its texture dimmed, which lowers
+    the shallow features' residual where every other source raises it. No draw at all when ``share`` is 0."""
+    if images.shape != sources.shape:
+        raise ValueError(f"images {tuple(images.shape)} and sources {tuple(sources.shape)} differ in shape")
+    if not 0 <= share <= 1:
+        raise ValueError(f"shade share must lie in [0, 1], got {share}")
+    if not share:
+        return sources
+    u = torch.rand(2, len(images), generator=generator, device=generator.device).cpu()
+    chosen = (u[0] < share).to(images.device)
+    scale = (factor[0] + (factor[1] - factor[0]) * u[1]).to(images.device, images.dtype).view(-1, 1, 1, 1)
+    return torch.where(chosen.view(-1, 1, 1, 1), images * scale, sources)
+
+
 class TextureSource:
     """Random crops of texture images found recursively in a folder (e.g. DTD's ``images/``), each through
     DRAEM's augmentation (``augment``, on by default: the paper's DTD protocol; see synthesis.augment)."""

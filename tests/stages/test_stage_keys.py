@@ -107,6 +107,13 @@ def test_self_augment_enters_train_realnet_alone_and_off_it_enters_no_key(cfg_wi
     assert "self_augment" not in train_realnet.key_config(cfg_with("synthesis.self_augment=0"))["synthesis"]
 
 
+def test_shade_enters_train_realnet_alone_and_off_it_enters_no_key(cfg_with):
+    before = _keys(cfg_with("synthesis.shade=0"))
+    after = _keys(cfg_with("synthesis.shade=0.2"))
+    assert {s for s in before if before[s] != after[s]} == {"train_realnet"}
+    assert "shade" not in train_realnet.key_config(cfg_with("synthesis.shade=0"))["synthesis"]
+
+
 def test_disc_hidden_enters_train_realnet_alone_and_the_authors_width_enters_no_key(cfg_with):
     before = _keys(cfg_with("train.disc_hidden=128"))
     after = _keys(cfg_with("train.disc_hidden=64"))

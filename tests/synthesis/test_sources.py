@@ -14,6 +14,7 @@ from realnet_core.synthesis.sources import (
     TextureSource,
     build_source,
     with_own_images,
+    with_shaded_images,
 )
 
 
@@ -104,6 +105,27 @@ def test_own_image_share_needs_matching_shapes_and_a_share_in_zero_to_one():
         with_own_images(images, torch.rand(2, 3, 4, 4), 0.5, _gen())
     with pytest.raises(ValueError, match="share must lie in"):
         with_own_images(images, images, 1.5, _gen())
+
+
+def test_shaded_rows_are_their_own_image_darkened_within_the_range_and_off_draws_nothing():
+    images = torch.rand(64, 3, 8, 8) * 0.9 + 0.1
+    sources = torch.zeros_like(images)
+    gen = _gen(5)
+    assert with_shaded_images(images, sources, 0.0, gen) is sources
+    assert torch.equal(gen.get_state(), _gen(5).get_state())
+
+    mixed = with_shaded_images(images, sources, 0.5, _gen(5))
+    chosen = mixed.flatten(1).ne(0).any(1)
+    assert 0.3 < float(chosen.float().mean()) < 0.7  # each row drawn in or out on its own
+    ratio = (mixed[chosen] / images[chosen]).flatten(1)
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-5)  # one factor for the whole row
+    assert float(ratio.min()) >= 0.1 - 1e-6 and float(ratio.max()) <= 0.5 + 1e-6
+    assert float(ratio[:, 0].max() - ratio[:, 0].min()) > 0.1  # factors vary between rows
+    assert torch.equal(mixed, with_shaded_images(images, sources, 0.5, _gen(5)))
+    with pytest.raises(ValueError, match="shade share must lie in"):
+        with_shaded_images(images, sources, -0.1, _gen())
+    with pytest.raises(ValueError, match="differ in shape"):
+        with_shaded_images(images, sources[:, :, :4], 0.5, _gen())
 
 
 def test_texture_source(tmp_path):

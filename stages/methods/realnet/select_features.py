@@ -39,7 +39,7 @@ def key_config(cfg: Config) -> dict[str, Any]:
     # Every AFS sample carries an anomaly, whatever synthesis.normal_fraction says (see run); AFS scores the
     # channels on the SIA as sampled, whatever synthesis.sia_augment and self_augment say (train_realnet's alone).
     return {"afs": cfg.section("afs"), "backbone": cfg.section("backbone"),
-            "synthesis": synthesis_key(cfg, exclude={"normal_fraction", "sia_augment", "self_augment"}),
+            "synthesis": synthesis_key(cfg, exclude={"normal_fraction", "sia_augment", "self_augment", "shade"}),
             "image_size": cfg.data.image_size}
 
 
