@@ -88,3 +88,9 @@ def train_realnet_on_a_copy(pipeline_run, tmp_path):
         return copy, execute(train_realnet, cfg, copy, "demo", "brick", ups, force=fresh)
 
     return train
+
+
+@pytest.fixture
+def with_train():
+    """``with_train(cfg, **train)``: ``cfg`` with those train settings replaced."""
+    return lambda cfg, **train: cfg.model_copy(update={"train": cfg.train.model_copy(update=train)})

@@ -13,8 +13,9 @@ from stages.methods.realnet.detector import load_bundle
 WIDTH = 16  # the later convs narrow to 4, 2 and 2
 
 
-def test_the_saved_detector_reloads_with_the_configured_discriminator_width(tiny_cfg, train_realnet_on_a_copy):
-    cfg = tiny_cfg.model_copy(update={"train": tiny_cfg.train.model_copy(update={"disc_hidden": WIDTH})})
+def test_the_saved_detector_reloads_with_the_configured_discriminator_width(tiny_cfg, train_realnet_on_a_copy,
+                                                                           with_train):
+    cfg = with_train(tiny_cfg, disc_hidden=WIDTH)
     _, result = train_realnet_on_a_copy(cfg)
     _, net, _ = load_bundle(Path(result.ref.path), torch.device("cpu"))
     assert net.discriminator.hidden == WIDTH

@@ -13,10 +13,6 @@ from stages.methods.realnet import train_realnet
 RATE = 0.5  # far from 1, so that every step's weights leave a visible share in the average
 
 
-def _with(cfg, **train):
-    return cfg.model_copy(update={"train": cfg.train.model_copy(update=train)})
-
-
 def _bundle(result) -> dict[str, torch.Tensor]:
     return torch.load(Path(result.ref.path) / train_realnet.BUNDLE, weights_only=True)["state_dict"]
 
@@ -38,9 +34,9 @@ def _recording_steps(monkeypatch, die_at: int | None = None) -> list[dict[str, t
 
 
 def test_the_bundle_holds_the_moving_average_of_the_weights_after_each_step(
-        tiny_cfg, train_realnet_on_a_copy, monkeypatch):
+        tiny_cfg, train_realnet_on_a_copy, with_train, monkeypatch):
     after = _recording_steps(monkeypatch)
-    _, result = train_realnet_on_a_copy(_with(tiny_cfg, ema_rate=RATE))
+    _, result = train_realnet_on_a_copy(with_train(tiny_cfg, ema_rate=RATE))
     assert len(after) == tiny_cfg.train.epochs * tiny_cfg.train.steps_per_epoch
     saved = _bundle(result)
     for name in after[0]:
@@ -53,19 +49,19 @@ def test_the_bundle_holds_the_moving_average_of_the_weights_after_each_step(
 
 
 def test_an_unset_rate_saves_the_last_steps_weights_under_the_key_from_before(
-        tiny_cfg, train_realnet_on_a_copy, monkeypatch):
+        tiny_cfg, train_realnet_on_a_copy, with_train, monkeypatch):
     after = _recording_steps(monkeypatch)
-    cfg = _with(tiny_cfg, ema_rate=None)
+    cfg = with_train(tiny_cfg, ema_rate=None)
     assert "ema_rate" not in train_realnet.key_config(cfg)["train"]
-    assert train_realnet.key_config(_with(tiny_cfg, ema_rate=RATE))["train"]["ema_rate"] == RATE
+    assert train_realnet.key_config(with_train(tiny_cfg, ema_rate=RATE))["train"]["ema_rate"] == RATE
     _, result = train_realnet_on_a_copy(cfg)
     saved = _bundle(result)
     for name, weights in after[-1].items():
         torch.testing.assert_close(saved[name], weights)
 
 
-def test_a_killed_and_resumed_run_saves_the_same_average(tiny_cfg, train_realnet_on_a_copy, monkeypatch):
-    cfg = _with(tiny_cfg, ema_rate=RATE, epochs=3, checkpoint_every=1)
+def test_a_killed_and_resumed_run_saves_the_same_average(tiny_cfg, train_realnet_on_a_copy, with_train, monkeypatch):
+    cfg = with_train(tiny_cfg, ema_rate=RATE, epochs=3, checkpoint_every=1)
     whole = _bundle(train_realnet_on_a_copy(cfg, "whole")[1])
     steps = cfg.train.steps_per_epoch
     _recording_steps(monkeypatch, die_at=2 * steps + 1)  # the first step of epoch 3, after epoch 2's state
