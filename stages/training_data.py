@@ -35,7 +35,7 @@ TRAINING_FILES = ("backbone.weights", "synthesis.texture_root")
 
 def synthesis_key(cfg: Config, exclude: set[str] | None = None) -> dict[str, Any]:
     """The synthesis settings as they enter stages 3 and 4's keys; the texture folder only when it is the source,
-    the SIA augmentation only when the SIA are and it is on, the own-image share only when it is on (the keys of
+    the SIA augmentation only when the SIA are and it is on, the own-image and shade shares only when on (the keys of
     the runs without them stay as they were)."""
     unused = set(exclude or ()) | ({"texture_root"} if cfg.synthesis.source != "texture" else set())
     if cfg.synthesis.source != "sia" or not cfg.synthesis.sia_augment:

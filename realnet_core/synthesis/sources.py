@@ -99,15 +99,20 @@ class SIASource:
         return _resize(_to_tensor(batch), size if size is not None else self.size)
 
 
+def _check_rows(images: torch.Tensor, sources: torch.Tensor, share: float, name: str) -> None:
+    """What both row replacements below need: sources shaped like the images and a share in [0, 1]."""
+    if images.shape != sources.shape:
+        raise ValueError(f"images {tuple(images.shape)} and sources {tuple(sources.shape)} differ in shape")
+    if not 0 <= share <= 1:
+        raise ValueError(f"{name} share must lie in [0, 1], got {share}")
+
+
 def with_own_images(images: torch.Tensor, sources: torch.Tensor, share: float,
                     generator: torch.Generator) -> torch.Tensor:
     """``sources`` with a ``share`` of its rows replaced by the same row of ``images`` through DRAEM's augmentation
     (synthesis.self_augment): an anomaly made of the part's own surface, darker, lighter, blurred, recoloured or
     turned. Each row is drawn in or out on its own; no draw at all when ``share`` is 0."""
-    if images.shape != sources.shape:
-        raise ValueError(f"images {tuple(images.shape)} and sources {tuple(sources.shape)} differ in shape")
-    if not 0 <= share <= 1:
-        raise ValueError(f"own-image share must lie in [0, 1], got {share}")
+    _check_rows(images, sources, share, "own-image")
     if not share:
         return sources
     chosen = torch.rand(len(images), generator=generator, device=generator.device).cpu() < share
@@ -125,10 +130,7 @@ def with_shaded_images(images: torch.Tensor, sources: torch.Tensor, share: float
     """``sources`` with a ``share`` of its rows replaced by the same row of ``images`` times a factor drawn in
     ``factor`` (synthesis.shade): a hole, pit or burn under top light, darker with its texture dimmed, which lowers
     the shallow features' residual where every other source raises it. No draw at all when ``share`` is 0."""
-    if images.shape != sources.shape:
-        raise ValueError(f"images {tuple(images.shape)} and sources {tuple(sources.shape)} differ in shape")
-    if not 0 <= share <= 1:
-        raise ValueError(f"shade share must lie in [0, 1], got {share}")
+    _check_rows(images, sources, share, "shade")
     if not share:
         return sources
     u = torch.rand(2, len(images), generator=generator, device=generator.device).cpu()
