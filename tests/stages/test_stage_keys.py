@@ -121,6 +121,13 @@ def test_disc_hidden_enters_train_realnet_alone_and_the_authors_width_enters_no_
     assert "disc_hidden" not in train_realnet.key_config(cfg_with("train.disc_hidden=128"))["train"]
 
 
+def test_rrs_input_enters_train_realnet_alone_and_raw_enters_no_key(cfg_with):
+    before = _keys(cfg_with("train.rrs_input=raw"))
+    after = _keys(cfg_with("train.rrs_input=normed"))
+    assert {s for s in before if before[s] != after[s]} == {"train_realnet"}
+    assert "rrs_input" not in train_realnet.key_config(cfg_with("train.rrs_input=raw"))["train"]
+
+
 def test_an_unused_classifier_enters_no_key_and_guidance_needs_dataset_scope(cfg_with, tmp_path):
     clf = tmp_path / "256x256_classifier.pt"
     clf.write_bytes(b"classifier")

@@ -41,6 +41,8 @@ class RealNet(nn.Module):
         ratio: RRS keep ratio (1/3 in the paper).
         recon_kwargs: extra `ReconUNet` arguments shared by all layers (not `in_channels`).
         disc_hidden: discriminator hidden width (default 128).
+        rrs_normed: feed the discriminator the BatchNorm-normalised residuals RRS ranks, not the raw
+            ones (the authors' code: raw).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class RealNet(nn.Module):
         ratio: float = 1 / 3,
         recon_kwargs: dict[str, Any] | None = None,
         disc_hidden: int | None = None,
+        rrs_normed: bool = False,
     ) -> None:
         super().__init__()
         if len(channels) != len(selected):
@@ -58,6 +61,7 @@ class RealNet(nn.Module):
         self.ratio = float(ratio)
         self.recon_kwargs = dict(recon_kwargs or {})
         self.disc_hidden = disc_hidden
+        self.rrs_normed = bool(rrs_normed)
 
         dims = []
         for k, (c, idx) in enumerate(zip(self.channels, selected, strict=True)):
@@ -73,7 +77,7 @@ class RealNet(nn.Module):
         self.dims = dims
 
         self.recon = nn.ModuleList(ReconUNet(m, **self.recon_kwargs) for m in dims)
-        self.rrs = ResidualSelector(sum(dims), ratio=self.ratio)
+        self.rrs = ResidualSelector(sum(dims), ratio=self.ratio, normed=self.rrs_normed)
         self.discriminator = Discriminator(
             self.rrs.out_channels, hidden=disc_hidden if disc_hidden is not None else 128
         )
@@ -93,6 +97,7 @@ class RealNet(nn.Module):
             "ratio": self.ratio,
             "recon_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in self.recon_kwargs.items()},
             "disc_hidden": self.disc_hidden,
+            "rrs_normed": self.rrs_normed,
         }
 
     @classmethod
@@ -104,6 +109,7 @@ class RealNet(nn.Module):
             ratio=cfg.get("ratio", 1 / 3),
             recon_kwargs=cfg.get("recon_kwargs"),
             disc_hidden=cfg.get("disc_hidden"),
+            rrs_normed=cfg.get("rrs_normed", False),
         )
 
     # -- forward ------------------------------------------------------------------------------

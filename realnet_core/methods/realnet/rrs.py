@@ -6,10 +6,11 @@ largest spatial maximum (local, small anomalies) and the r/2 channels with the l
 (large anomalies) are kept and concatenated into E_RRS (B, r, H', W').
 
 Because the residuals come from separate networks, their scales differ per channel; a BatchNorm2d
-without affine parameters puts them on a common scale, but only for ranking: the selected channels
-are gathered from the raw residuals (as in the authors' code), so the discriminator sees the
-actual reconstruction errors. The selection is index-based and has no learnable parameters; the
-gradient still flows through the gathered raw residuals into the reconstruction networks.
+without affine parameters puts them on a common scale (appendix B). The authors' code uses it only
+for ranking and gathers the raw residuals (``normed=False``); ``normed=True`` gathers the normalised
+ones, so the discriminator sees every channel on the scale it was ranked on. The selection is
+index-based and has no learnable parameters; the gradient flows through the gathered residuals into
+the reconstruction networks.
 """
 
 from __future__ import annotations
@@ -46,12 +47,13 @@ class ResidualSelector(nn.Module):
         momentum: BatchNorm running-statistics momentum (PyTorch convention). The default 0.1
             averages over many batches, so the ranking at evaluation time does not hinge on the
             last training batch.
+        normed: return the normalised residuals instead of the raw ones.
 
     Max and mean picks may name the same channel; both copies are kept (the output always has
     exactly r channels, which the discriminator's input width relies on).
     """
 
-    def __init__(self, total_channels: int, ratio: float = 1 / 3, momentum: float = 0.1) -> None:
+    def __init__(self, total_channels: int, ratio: float = 1 / 3, momentum: float = 0.1, normed: bool = False) -> None:
         super().__init__()
         if total_channels < 1:
             raise ValueError("total_channels must be positive")
@@ -59,6 +61,7 @@ class ResidualSelector(nn.Module):
             raise ValueError("ratio must be in (0, 1]")
         self.total_channels = total_channels
         self.ratio = ratio
+        self.normed = bool(normed)
         self.k = min(max(1, round(ratio * total_channels / 2)), total_channels)
         self.bn = nn.BatchNorm2d(total_channels, affine=False, momentum=momentum)
 
@@ -72,12 +75,18 @@ class ResidualSelector(nn.Module):
 
         Runs the BatchNorm (updating its running statistics in training mode).
         """
+        self._check(concatenated)
+        with torch.no_grad():
+            return self._top(self.bn(concatenated.detach()))
+
+    def _check(self, concatenated: Tensor) -> None:
         if concatenated.shape[1] != self.total_channels:
             raise ValueError(f"expected {self.total_channels} channels, got {concatenated.shape[1]}")
-        with torch.no_grad():
-            normed = self.bn(concatenated.detach()).flatten(2)
-            by_max = normed.amax(dim=-1).topk(self.k, dim=1).indices
-            by_mean = normed.mean(dim=-1).topk(self.k, dim=1).indices
+
+    def _top(self, normed: Tensor) -> Tensor:
+        flat = normed.detach().flatten(2)
+        by_max = flat.amax(dim=-1).topk(self.k, dim=1).indices
+        by_mean = flat.mean(dim=-1).topk(self.k, dim=1).indices
         return torch.cat([by_max, by_mean], dim=1)
 
     def forward(
@@ -90,10 +99,17 @@ class ResidualSelector(nn.Module):
             return_indices: also return the chosen channel indices (B, r).
 
         Returns:
-            (B, r, H', W') raw residual channels, with H', W' the largest input sizes.
+            (B, r, H', W') residual channels (raw, or normalised with ``normed``), with H', W' the
+            largest input sizes.
         """
         energy = concat_residuals(residuals)
-        idx = self.rank(energy)
+        if self.normed:
+            # One BatchNorm pass, with its gradient, both ranks and is gathered from.
+            self._check(energy)
+            energy = self.bn(energy)
+            idx = self._top(energy)
+        else:
+            idx = self.rank(energy)
         b, _, h, w = energy.shape
         selected = energy.gather(1, idx[:, :, None, None].expand(b, idx.shape[1], h, w))
         return (selected, idx) if return_indices else selected

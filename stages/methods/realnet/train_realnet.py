@@ -52,9 +52,11 @@ AUTHORS_DISC_HIDDEN = TrainConfig.model_fields["disc_hidden"].default  # runs at
 def key_config(cfg: Config) -> dict[str, Any]:
     # How often to save a resumable state changes no weight (test_faults: a resumed run is the same run);
     # the feature cache changes where the backbone's features are computed, not what they are. An unset
-    # ema_rate and the authors' disc_hidden stay out, so that those runs keep the keys from before both existed.
+    # ema_rate, the authors' disc_hidden and raw RRS input stay out, so that those runs keep the keys from before
+    # each existed.
     exclude = {"checkpoint_every", "feature_cache_mb"} | ({"ema_rate"} if cfg.train.ema_rate is None else set())
     exclude |= {"disc_hidden"} if cfg.train.disc_hidden == AUTHORS_DISC_HIDDEN else set()
+    exclude |= {"rrs_input"} if cfg.train.rrs_input == "raw" else set()
     return {"train": cfg.section("train", exclude=exclude),
             "synthesis": synthesis_key(cfg), "image_size": cfg.data.image_size}
 
@@ -64,7 +66,8 @@ fingerprint = training_fingerprint  # the training images, the backbone file and
 
 def build_model(cfg: Config, channels: list[int], selected: list[torch.Tensor]) -> RealNet:
     recon = {"channel_mult": tuple(cfg.train.recon_channel_mult), "num_res_blocks": cfg.train.recon_res_blocks}
-    return RealNet(channels, selected, ratio=cfg.train.rrs_ratio, recon_kwargs=recon, disc_hidden=cfg.train.disc_hidden)
+    return RealNet(channels, selected, ratio=cfg.train.rrs_ratio, recon_kwargs=recon, disc_hidden=cfg.train.disc_hidden,
+                   rrs_normed=cfg.train.rrs_input == "normed")
 
 
 def train_step(net: RealNet, forward: Any, features: Any, opt: torch.optim.Optimizer, data: Any,

@@ -170,3 +170,10 @@ def test_paper_model_size_matches_table_s4(dims: tuple[int, ...], paper_gib: flo
         head = torch.nn.ModuleList([*(ReconUNet(m) for m in dims), Discriminator(sum(dims) // 3)])
     params = sum(p.numel() for m in (backbone, head) for p in m.parameters())
     assert params * 4 / 2**30 == pytest.approx(paper_gib, abs=0.01)
+
+
+def test_rrs_normed_survives_the_config_round_trip() -> None:
+    net = RealNet([4, 6], [[0, 1], [2, 3, 4]], rrs_normed=True)
+    again = RealNet.from_config(net.config())
+    assert again.rrs_normed and again.rrs.normed
+    assert not RealNet.from_config({k: v for k, v in net.config().items() if k != "rrs_normed"}).rrs.normed

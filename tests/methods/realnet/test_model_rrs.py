@@ -81,3 +81,24 @@ def test_gradient_flows_to_residuals() -> None:
 def test_wrong_width_rejected() -> None:
     with pytest.raises(ValueError):
         ResidualSelector(5)([torch.rand(1, 6, 4, 4)])
+
+
+def test_normed_gathers_the_normalised_residuals_it_ranked() -> None:
+    # The same large-scale channel 0 as above: normed=True hands the discriminator the BatchNorm output,
+    # channel by channel on one scale, with the same picks and one update of the running statistics.
+    g = torch.Generator().manual_seed(1)
+    e = torch.rand(4, 3, 5, 5, generator=g)
+    e[:, 0] = e[:, 0] * 0.1 + 100.0
+    e[:, 2, 2, 2] += 4.0
+    raw_sel, normed_sel = ResidualSelector(3, ratio=2 / 3), ResidualSelector(3, ratio=2 / 3, normed=True)
+    _, raw_idx = raw_sel([e], return_indices=True)
+    x = e.clone().requires_grad_(True)
+    out, idx = normed_sel([x], return_indices=True)
+    assert torch.equal(idx, raw_idx)
+    assert normed_sel.bn.num_batches_tracked.item() == 1
+    normed = torch.nn.functional.batch_norm(e, None, None, training=True)
+    for b in range(4):
+        torch.testing.assert_close(out[b], normed[b, idx[b]])
+    assert out.abs().max() < 10  # channel 0's raw 100 is gone
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
