@@ -70,25 +70,6 @@ class ResidualSelector(nn.Module):
         """r: the number of channels the selector returns."""
         return 2 * self.k
 
-    def rank(self, concatenated: Tensor) -> Tensor:
-        """Indices (B, r) into the channels of `concatenated`: r/2 by spatial max, then r/2 by mean.
-
-        Runs the BatchNorm (updating its running statistics in training mode).
-        """
-        self._check(concatenated)
-        with torch.no_grad():
-            return self._top(self.bn(concatenated.detach()))
-
-    def _check(self, concatenated: Tensor) -> None:
-        if concatenated.shape[1] != self.total_channels:
-            raise ValueError(f"expected {self.total_channels} channels, got {concatenated.shape[1]}")
-
-    def _top(self, normed: Tensor) -> Tensor:
-        flat = normed.detach().flatten(2)
-        by_max = flat.amax(dim=-1).topk(self.k, dim=1).indices
-        by_mean = flat.mean(dim=-1).topk(self.k, dim=1).indices
-        return torch.cat([by_max, by_mean], dim=1)
-
     def forward(
         self, residuals: list[Tensor], return_indices: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
@@ -103,13 +84,17 @@ class ResidualSelector(nn.Module):
             largest input sizes.
         """
         energy = concat_residuals(residuals)
-        if self.normed:
-            # One BatchNorm pass, with its gradient, both ranks and is gathered from.
-            self._check(energy)
-            energy = self.bn(energy)
-            idx = self._top(energy)
-        else:
-            idx = self.rank(energy)
-        b, _, h, w = energy.shape
-        selected = energy.gather(1, idx[:, :, None, None].expand(b, idx.shape[1], h, w))
+        if energy.shape[1] != self.total_channels:
+            raise ValueError(f"expected {self.total_channels} channels, got {energy.shape[1]}")
+        # One BatchNorm pass (updating its running statistics in training mode) ranks the channels;
+        # its gradient is kept only where the discriminator is handed its output.
+        with torch.set_grad_enabled(self.normed and torch.is_grad_enabled()):
+            normed = self.bn(energy if self.normed else energy.detach())
+        flat = normed.detach().flatten(2)
+        by_max = flat.amax(dim=-1).topk(self.k, dim=1).indices
+        by_mean = flat.mean(dim=-1).topk(self.k, dim=1).indices
+        idx = torch.cat([by_max, by_mean], dim=1)
+        source = normed if self.normed else energy
+        b, _, h, w = source.shape
+        selected = source.gather(1, idx[:, :, None, None].expand(b, idx.shape[1], h, w))
         return (selected, idx) if return_indices else selected
