@@ -89,7 +89,7 @@ class ResidualSelector(nn.Module):
         # One BatchNorm pass (updating its running statistics in training mode) ranks the channels;
         # its gradient is kept only where the discriminator is handed its output.
         with torch.set_grad_enabled(self.normed and torch.is_grad_enabled()):
-            normed = self.bn(energy if self.normed else energy.detach())
+            normed = self.bn(energy)
         flat = normed.detach().flatten(2)
         by_max = flat.amax(dim=-1).topk(self.k, dim=1).indices
         by_mean = flat.mean(dim=-1).topk(self.k, dim=1).indices
