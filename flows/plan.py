@@ -23,6 +23,7 @@ from stages.common import execute
 from storage.store import ArtifactRef, Store
 
 DEFAULT_ARTIFACTS = "artifacts"
+BUNDLED_ROOTS = {"demo": "demo_data", "dev": "dev_data"}  # built on first use, so a root is never required
 
 
 def artifacts_root(artifacts: str | None) -> str:
@@ -38,7 +39,12 @@ def make_config(profile: str, overrides: list[str] | None, dataset: str | None,
         extra.append(f"data.dataset={dataset}")
         if not any(o.startswith("data.categories=") for o in overrides or []):
             extra.append("data.categories=[]")  # the profile's categories belong to its own dataset
-    return load_config(profile, [*extra, *(overrides or [])])
+    cfg = load_config(profile, [*extra, *(overrides or [])])
+    bundled = dataset or cfg.data.dataset
+    if bundled in BUNDLED_ROOTS and bundled not in cfg.data.roots:
+        extra.append(f"data.roots.{bundled}={BUNDLED_ROOTS[bundled]}")
+        cfg = load_config(profile, [*extra, *(overrides or [])])
+    return cfg
 
 
 def ensure_demo_data(cfg: Config, targets: list[tuple[str, str]]) -> None:
@@ -46,10 +52,10 @@ def ensure_demo_data(cfg: Config, targets: list[tuple[str, str]]) -> None:
     from realnet_core.data.demo import build_demo_dataset
     from realnet_core.data.devset import build_dev_dataset
 
-    bundled = {"demo": ("demo_data", build_demo_dataset), "dev": ("dev_data", build_dev_dataset)}
-    for ds, (default, build) in bundled.items():
+    builders = {"demo": build_demo_dataset, "dev": build_dev_dataset}
+    for ds, build in builders.items():
         if any(d == ds for d, _ in targets):
-            root = Path(cfg.data.roots.get(ds, default))
+            root = Path(cfg.data.roots.get(ds, BUNDLED_ROOTS[ds]))
             if not root.exists():
                 # stderr: stdout carries `realnet run --json`, which must stay parseable.
                 print(f"building the {ds} dataset in {root}", file=sys.stderr)
