@@ -216,8 +216,9 @@ class TrainConfig(_Section):
     recon_channel_mult: list[int] = Field(default_factory=lambda: [1, 2, 4])
     recon_res_blocks: int = Field(2, ge=1)
     disc_hidden: int = Field(128, ge=2, description="discriminator width after its residual units (the authors' 128)")
-    rrs_input: Literal["raw", "normed"] = Field("raw", description="what RRS hands the discriminator: the raw "
-                                                "residuals (the authors' code) or the BatchNorm-normalised ones")
+    rrs_input: Literal["raw", "normed", "paired"] = Field(
+        "raw", description="what RRS hands the discriminator: the raw residuals (the authors' code), the "
+        "BatchNorm-normalised ones, or each pick both ways (paired)")
     checkpoint_every: int = Field(50, ge=1, description="epochs")
     feature_cache_mb: int = Field(2048, ge=0, description="backbone features of the training images kept; 0: none")
     ema_rate: float | None = Field(None, gt=0, lt=1, description="save an exponential moving average of the "

@@ -41,19 +41,24 @@ class Discriminator(nn.Module):
         hidden: width after the residual units (128 in the authors' code); the later convs narrow
             to hidden/4, hidden/16 and hidden/32 (32, 8 and 4 for 128), at least 2.
         num_residual: residual units at width r (2 in the authors' configs).
+        width: the residual units' width, when it is not `in_channels`: a 1x1 convolution (no bias) maps
+            the input onto it first, so that paired RRS input (2r) costs a step almost nothing.
     """
 
-    def __init__(self, in_channels: int, hidden: int = 128, num_residual: int = 2) -> None:
+    def __init__(self, in_channels: int, hidden: int = 128, num_residual: int = 2, width: int | None = None) -> None:
         super().__init__()
         if in_channels < 1 or hidden < 1:
             raise ValueError("in_channels and hidden must be positive")
         self.in_channels = in_channels
         self.hidden = hidden
         w2, w3, w4 = (max(hidden // d, 2) for d in (4, 16, 32))
+        width = width or in_channels
+        entry = [] if width == in_channels else [_conv(in_channels, width, 1, bias=False)]
         self.body = nn.Sequential(
-            *(_Residual(in_channels) for _ in range(num_residual)),
+            *entry,
+            *(_Residual(width) for _ in range(num_residual)),
             nn.ReLU(),
-            _conv(in_channels, hidden),
+            _conv(width, hidden),
             nn.BatchNorm2d(hidden),
             nn.ReLU(),
             _conv(hidden, w2),

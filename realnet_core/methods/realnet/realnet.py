@@ -41,8 +41,8 @@ class RealNet(nn.Module):
         ratio: RRS keep ratio (1/3 in the paper).
         recon_kwargs: extra `ReconUNet` arguments shared by all layers (not `in_channels`).
         disc_hidden: discriminator hidden width (default 128).
-        rrs_normed: feed the discriminator the BatchNorm-normalised residuals RRS ranks, not the raw
-            ones (the authors' code: raw).
+        rrs_input: what RRS hands the discriminator, one of `rrs.OUTPUTS` (the authors' code: "raw").
+            "paired" hands it 2r channels, which a 1x1 convolution maps onto its width r.
     """
 
     def __init__(
@@ -52,7 +52,7 @@ class RealNet(nn.Module):
         ratio: float = 1 / 3,
         recon_kwargs: dict[str, Any] | None = None,
         disc_hidden: int | None = None,
-        rrs_normed: bool = False,
+        rrs_input: str = "raw",
     ) -> None:
         super().__init__()
         if len(channels) != len(selected):
@@ -61,7 +61,7 @@ class RealNet(nn.Module):
         self.ratio = float(ratio)
         self.recon_kwargs = dict(recon_kwargs or {})
         self.disc_hidden = disc_hidden
-        self.rrs_normed = bool(rrs_normed)
+        self.rrs_input = rrs_input
 
         dims = []
         for k, (c, idx) in enumerate(zip(self.channels, selected, strict=True)):
@@ -77,9 +77,9 @@ class RealNet(nn.Module):
         self.dims = dims
 
         self.recon = nn.ModuleList(ReconUNet(m, **self.recon_kwargs) for m in dims)
-        self.rrs = ResidualSelector(sum(dims), ratio=self.ratio, normed=self.rrs_normed)
+        self.rrs = ResidualSelector(sum(dims), ratio=self.ratio, output=rrs_input)
         self.discriminator = Discriminator(
-            self.rrs.out_channels, hidden=disc_hidden if disc_hidden is not None else 128
+            self.rrs.out_channels, hidden=disc_hidden if disc_hidden is not None else 128, width=2 * self.rrs.k
         )
 
     # -- construction -------------------------------------------------------------------------
@@ -97,7 +97,7 @@ class RealNet(nn.Module):
             "ratio": self.ratio,
             "recon_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in self.recon_kwargs.items()},
             "disc_hidden": self.disc_hidden,
-            "rrs_normed": self.rrs_normed,
+            "rrs_input": self.rrs_input,
         }
 
     @classmethod
@@ -109,7 +109,8 @@ class RealNet(nn.Module):
             ratio=cfg.get("ratio", 1 / 3),
             recon_kwargs=cfg.get("recon_kwargs"),
             disc_hidden=cfg.get("disc_hidden"),
-            rrs_normed=cfg.get("rrs_normed", False),
+            # Models saved before "paired" existed stored a flag.
+            rrs_input=cfg.get("rrs_input", "normed" if cfg.get("rrs_normed") else "raw"),
         )
 
     # -- forward ------------------------------------------------------------------------------
@@ -141,7 +142,8 @@ class RealNet(nn.Module):
         Returns:
             dict with `recon` (list of G_k(varphi_k(A))), `recon_loss` (scalar; zero when
             `feats_normal` is None), `logits` (B, 2, H, W), `anomaly_map` (B, H, W) = P(anomalous),
-            and `rrs_indices` (B, r) the residual channels chosen per image.
+            and `rrs_indices` (B, r) the residual channels chosen per image (2r when paired: m' + c
+            names channel c's normalised copy).
         """
         inputs = self.select_features(feats_aug)
         recon = [g(x) for g, x in zip(self.recon, inputs, strict=True)]

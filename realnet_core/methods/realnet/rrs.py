@@ -7,8 +7,10 @@ largest spatial maximum (local, small anomalies) and the r/2 channels with the l
 
 Because the residuals come from separate networks, their scales differ per channel; a BatchNorm2d
 without affine parameters puts them on a common scale (appendix B). The authors' code uses it only
-for ranking and gathers the raw residuals (``normed=False``); ``normed=True`` gathers the normalised
-ones, so the discriminator sees every channel on the scale it was ranked on. The selection is
+for ranking and gathers the raw residuals (``output="raw"``); ``"normed"`` gathers the normalised
+ones, so the discriminator sees every channel on the scale it was ranked on; ``"paired"`` gathers each
+pick twice, raw then normalised (2r channels): the raw scale keeps strong shallow residuals sharp, the
+normalised one lets a deep or a below-normal residual count. The selection is
 index-based and has no learnable parameters; the gradient flows through the gathered residuals into
 the reconstruction networks.
 """
@@ -19,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ResidualSelector", "concat_residuals"]
+__all__ = ["OUTPUTS", "ResidualSelector", "concat_residuals"]
+
+OUTPUTS = ("raw", "normed", "paired")
 
 
 def concat_residuals(residuals: list[Tensor]) -> Tensor:
@@ -47,13 +51,13 @@ class ResidualSelector(nn.Module):
         momentum: BatchNorm running-statistics momentum (PyTorch convention). The default 0.1
             averages over many batches, so the ranking at evaluation time does not hinge on the
             last training batch.
-        normed: return the normalised residuals instead of the raw ones.
+        output: what is gathered: "raw", "normed" or "paired" (both, raw first).
 
     Max and mean picks may name the same channel; both copies are kept (the output always has
     exactly r channels, which the discriminator's input width relies on).
     """
 
-    def __init__(self, total_channels: int, ratio: float = 1 / 3, momentum: float = 0.1, normed: bool = False) -> None:
+    def __init__(self, total_channels: int, ratio: float = 1 / 3, momentum: float = 0.1, output: str = "raw") -> None:
         super().__init__()
         if total_channels < 1:
             raise ValueError("total_channels must be positive")
@@ -61,14 +65,16 @@ class ResidualSelector(nn.Module):
             raise ValueError("ratio must be in (0, 1]")
         self.total_channels = total_channels
         self.ratio = ratio
-        self.normed = bool(normed)
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        self.output = output
         self.k = min(max(1, round(ratio * total_channels / 2)), total_channels)
         self.bn = nn.BatchNorm2d(total_channels, affine=False, momentum=momentum)
 
     @property
     def out_channels(self) -> int:
-        """r: the number of channels the selector returns."""
-        return 2 * self.k
+        """The number of channels the selector returns: r, or 2r when paired."""
+        return (4 if self.output == "paired" else 2) * self.k
 
     def forward(
         self, residuals: list[Tensor], return_indices: bool = False
@@ -80,21 +86,23 @@ class ResidualSelector(nn.Module):
             return_indices: also return the chosen channel indices (B, r).
 
         Returns:
-            (B, r, H', W') residual channels (raw, or normalised with ``normed``), with H', W' the
-            largest input sizes.
+            (B, r, H', W') residual channels (2r when paired), with H', W' the largest input sizes.
         """
         energy = concat_residuals(residuals)
         if energy.shape[1] != self.total_channels:
             raise ValueError(f"expected {self.total_channels} channels, got {energy.shape[1]}")
         # One BatchNorm pass (updating its running statistics in training mode) ranks the channels;
         # its gradient is kept only where the discriminator is handed its output.
-        with torch.set_grad_enabled(self.normed and torch.is_grad_enabled()):
+        with torch.set_grad_enabled(self.output != "raw" and torch.is_grad_enabled()):
             normed = self.bn(energy)
         flat = normed.detach().flatten(2)
         by_max = flat.amax(dim=-1).topk(self.k, dim=1).indices
         by_mean = flat.mean(dim=-1).topk(self.k, dim=1).indices
         idx = torch.cat([by_max, by_mean], dim=1)
-        source = normed if self.normed else energy
+        source = {"raw": energy, "normed": normed}.get(self.output)
+        if source is None:  # paired: channel c of the raw map is channel m' + c of the pair
+            idx = torch.cat([idx, idx + energy.shape[1]], dim=1)
+            source = torch.cat([energy, normed], dim=1)
         b, _, h, w = source.shape
         selected = source.gather(1, idx[:, :, None, None].expand(b, idx.shape[1], h, w))
         return (selected, idx) if return_indices else selected

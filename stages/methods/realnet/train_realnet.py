@@ -67,7 +67,7 @@ fingerprint = training_fingerprint  # the training images, the backbone file and
 def build_model(cfg: Config, channels: list[int], selected: list[torch.Tensor]) -> RealNet:
     recon = {"channel_mult": tuple(cfg.train.recon_channel_mult), "num_res_blocks": cfg.train.recon_res_blocks}
     return RealNet(channels, selected, ratio=cfg.train.rrs_ratio, recon_kwargs=recon, disc_hidden=cfg.train.disc_hidden,
-                   rrs_normed=cfg.train.rrs_input == "normed")
+                   rrs_input=cfg.train.rrs_input)
 
 
 def train_step(net: RealNet, forward: Any, features: Any, opt: torch.optim.Optimizer, data: Any,

@@ -172,8 +172,25 @@ def test_paper_model_size_matches_table_s4(dims: tuple[int, ...], paper_gib: flo
     assert params * 4 / 2**30 == pytest.approx(paper_gib, abs=0.01)
 
 
-def test_rrs_normed_survives_the_config_round_trip() -> None:
-    net = RealNet([4, 6], [[0, 1], [2, 3, 4]], rrs_normed=True)
+def test_rrs_input_survives_the_config_round_trip() -> None:
+    net = RealNet([4, 6], [[0, 1], [2, 3, 4]], rrs_input="paired")
     again = RealNet.from_config(net.config())
-    assert again.rrs_normed and again.rrs.normed
-    assert not RealNet.from_config({k: v for k, v in net.config().items() if k != "rrs_normed"}).rrs.normed
+    assert again.rrs_input == again.rrs.output == "paired"
+    bare = {k: v for k, v in net.config().items() if k != "rrs_input"}
+    assert RealNet.from_config(bare).rrs.output == "raw"
+    assert RealNet.from_config({**bare, "rrs_normed": True}).rrs.output == "normed"  # saved before "paired"
+
+
+def test_paired_input_is_mapped_onto_the_discriminators_width_r() -> None:
+    # 2r channels in, one bias-free 1x1 convolution, then the residual units at r as for raw input.
+    raw = RealNet([4, 6], [[0, 1, 2, 3], [0, 1, 2, 3, 4, 5]])
+    paired = RealNet([4, 6], [[0, 1, 2, 3], [0, 1, 2, 3, 4, 5]], rrs_input="paired")
+    r = raw.rrs.out_channels
+    entry = paired.discriminator.body[0]
+    assert isinstance(entry, torch.nn.Conv2d) and (entry.in_channels, entry.out_channels) == (2 * r, r)
+    assert entry.kernel_size == (1, 1) and entry.bias is None
+    assert [m.shape for m in paired.discriminator.body[1:].parameters()] == [
+        m.shape for m in raw.discriminator.body.parameters()]
+    feats = [torch.rand(2, 4, 8, 8), torch.rand(2, 6, 4, 4)]
+    for net in (raw, paired):
+        assert net.eval()(feats, out_size=(16, 16))["logits"].shape == (2, 2, 16, 16)

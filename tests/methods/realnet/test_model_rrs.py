@@ -85,13 +85,13 @@ def test_wrong_width_rejected() -> None:
 
 
 def test_normed_gathers_the_normalised_residuals_it_ranked() -> None:
-    # The same large-scale channel 0 as above: normed=True hands the discriminator the BatchNorm output,
+    # The same large-scale channel 0 as above: output="normed" hands the discriminator the BatchNorm output,
     # channel by channel on one scale, with the same picks and one update of the running statistics.
     g = torch.Generator().manual_seed(1)
     e = torch.rand(4, 3, 5, 5, generator=g)
     e[:, 0] = e[:, 0] * 0.1 + 100.0
     e[:, 2, 2, 2] += 4.0
-    raw_sel, normed_sel = ResidualSelector(3, ratio=2 / 3), ResidualSelector(3, ratio=2 / 3, normed=True)
+    raw_sel, normed_sel = ResidualSelector(3, ratio=2 / 3), ResidualSelector(3, ratio=2 / 3, output="normed")
     _, raw_idx = raw_sel([e], return_indices=True)
     x = e.clone().requires_grad_(True)
     out, idx = normed_sel([x], return_indices=True)
@@ -103,3 +103,25 @@ def test_normed_gathers_the_normalised_residuals_it_ranked() -> None:
     assert out.abs().max() < 10  # channel 0's raw 100 is gone
     out.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_paired_hands_over_the_raw_then_the_normalised_copy_of_each_pick() -> None:
+    g = torch.Generator().manual_seed(4)
+    e = torch.rand(4, 6, 5, 5, generator=g) * torch.tensor([100.0, 1, 1, 1, 1, 0.01])[None, :, None, None]
+    raw_sel, paired_sel = ResidualSelector(6), ResidualSelector(6, output="paired")
+    raw, idx = raw_sel([e], return_indices=True)
+    x = e.clone().requires_grad_(True)
+    out = paired_sel([x])
+    r = raw_sel.out_channels
+    assert paired_sel.out_channels == out.shape[1] == 2 * r
+    torch.testing.assert_close(out[:, :r], raw)
+    normed = torch.nn.functional.batch_norm(e, None, None, training=True)
+    for b in range(4):
+        torch.testing.assert_close(out[b, r:], normed[b, idx[b]])
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_unknown_output_rejected() -> None:
+    with pytest.raises(ValueError, match="output"):
+        ResidualSelector(3, output="log")
