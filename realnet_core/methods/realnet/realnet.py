@@ -79,7 +79,7 @@ class RealNet(nn.Module):
         self.recon = nn.ModuleList(ReconUNet(m, **self.recon_kwargs) for m in dims)
         self.rrs = ResidualSelector(sum(dims), ratio=self.ratio, output=rrs_input)
         self.discriminator = Discriminator(
-            self.rrs.out_channels, hidden=disc_hidden if disc_hidden is not None else 128, width=2 * self.rrs.k
+            self.rrs.out_channels, hidden=disc_hidden if disc_hidden is not None else 128, width=self.rrs.r
         )
 
     # -- construction -------------------------------------------------------------------------

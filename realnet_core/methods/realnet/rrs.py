@@ -72,9 +72,14 @@ class ResidualSelector(nn.Module):
         self.bn = nn.BatchNorm2d(total_channels, affine=False, momentum=momentum)
 
     @property
+    def r(self) -> int:
+        """r: the channels picked per image (the max half and the mean half)."""
+        return 2 * self.k
+
+    @property
     def out_channels(self) -> int:
         """The number of channels the selector returns: r, or 2r when paired."""
-        return (4 if self.output == "paired" else 2) * self.k
+        return (2 if self.output == "paired" else 1) * self.r
 
     def forward(
         self, residuals: list[Tensor], return_indices: bool = False
@@ -99,10 +104,10 @@ class ResidualSelector(nn.Module):
         by_max = flat.amax(dim=-1).topk(self.k, dim=1).indices
         by_mean = flat.mean(dim=-1).topk(self.k, dim=1).indices
         idx = torch.cat([by_max, by_mean], dim=1)
-        source = {"raw": energy, "normed": normed}.get(self.output)
-        if source is None:  # paired: channel c of the raw map is channel m' + c of the pair
-            idx = torch.cat([idx, idx + energy.shape[1]], dim=1)
-            source = torch.cat([energy, normed], dim=1)
-        b, _, h, w = source.shape
-        selected = source.gather(1, idx[:, :, None, None].expand(b, idx.shape[1], h, w))
+        b, m, h, w = energy.shape
+        where = idx[:, :, None, None].expand(b, idx.shape[1], h, w)
+        sources = {"raw": [energy], "normed": [normed], "paired": [energy, normed]}[self.output]
+        selected = torch.cat([x.gather(1, where) for x in sources], dim=1)
+        if self.output == "paired":  # index m' + c names channel c's normalised copy
+            idx = torch.cat([idx, idx + m], dim=1)
         return (selected, idx) if return_indices else selected
