@@ -153,3 +153,13 @@ def test_stage_files_name_real_config_keys():
 
 def test_the_thread_count_enters_no_key(cfg_with):
     assert _keys(cfg_with("runtime.threads=1")) == _keys(cfg_with("runtime.threads=auto"))
+
+
+def test_disc_min_width_enters_train_realnet_only_where_it_changes_a_width(cfg_with):
+    # At the authors' 128 the tail is 32, 8 and 4 whatever the floor up to 4: the key stays as before the floor.
+    assert "disc_min_width" not in train_realnet.key_config(cfg_with("train.disc_hidden=128"))["train"]
+    narrow = _keys(cfg_with("train.disc_hidden=64", "train.disc_min_width=2"))
+    floored = _keys(cfg_with("train.disc_hidden=64", "train.disc_min_width=4"))
+    assert {s for s in narrow if narrow[s] != floored[s]} == {"train_realnet"}
+    assert "disc_min_width" not in train_realnet.key_config(cfg_with("train.disc_hidden=64",
+                                                                      "train.disc_min_width=2"))["train"]

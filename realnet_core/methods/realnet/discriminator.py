@@ -15,7 +15,13 @@ from torch import Tensor, nn
 
 from realnet_core.runtime import no_autocast
 
-__all__ = ["Discriminator"]
+__all__ = ["Discriminator", "tail_widths"]
+
+
+def tail_widths(hidden: int, min_width: int = 2) -> tuple[int, int, int]:
+    """Widths of the convs after ``hidden``: hidden/4, hidden/16 and hidden/32 (32, 8 and 4 for the authors'
+    128), none below ``min_width``."""
+    return tuple(max(hidden // d, min_width) for d in (4, 16, 32))
 
 
 def _conv(in_ch: int, out_ch: int, kernel: int = 3, bias: bool = True) -> nn.Conv2d:
@@ -39,19 +45,22 @@ class Discriminator(nn.Module):
     Args:
         in_channels: r, the RRS output width.
         hidden: width after the residual units (128 in the authors' code); the later convs narrow
-            to hidden/4, hidden/16 and hidden/32 (32, 8 and 4 for 128), at least 2.
+            to hidden/4, hidden/16 and hidden/32 (32, 8 and 4 for 128), at least `min_width`.
         num_residual: residual units at width r (2 in the authors' configs).
         width: the residual units' width, when it is not `in_channels`: a 1x1 convolution (no bias) maps
             the input onto it first, so that paired RRS input (2r) costs a step almost nothing.
+        min_width: the narrowest the later convs get. Below the authors' 4, a tail of 2 ReLU units can die
+            together early in training and leave a constant map.
     """
 
-    def __init__(self, in_channels: int, hidden: int = 128, num_residual: int = 2, width: int | None = None) -> None:
+    def __init__(self, in_channels: int, hidden: int = 128, num_residual: int = 2, width: int | None = None,
+                 min_width: int = 2) -> None:
         super().__init__()
-        if in_channels < 1 or hidden < 1:
-            raise ValueError("in_channels and hidden must be positive")
+        if in_channels < 1 or hidden < 1 or min_width < 1:
+            raise ValueError("in_channels, hidden and min_width must be positive")
         self.in_channels = in_channels
         self.hidden = hidden
-        w2, w3, w4 = (max(hidden // d, 2) for d in (4, 16, 32))
+        w2, w3, w4 = tail_widths(hidden, min_width)
         width = width or in_channels
         entry = [] if width == in_channels else [_conv(in_channels, width, 1, bias=False)]
         self.body = nn.Sequential(

@@ -41,6 +41,7 @@ class RealNet(nn.Module):
         ratio: RRS keep ratio (1/3 in the paper).
         recon_kwargs: extra `ReconUNet` arguments shared by all layers (not `in_channels`).
         disc_hidden: discriminator hidden width (default 128).
+        disc_min_width: the narrowest of the discriminator's later convs (`Discriminator(min_width=...)`).
         rrs_input: what RRS hands the discriminator, one of `rrs.OUTPUTS` (the authors' code: "raw").
             "paired" hands it 2r channels, which a 1x1 convolution maps onto its width r.
     """
@@ -53,6 +54,7 @@ class RealNet(nn.Module):
         recon_kwargs: dict[str, Any] | None = None,
         disc_hidden: int | None = None,
         rrs_input: str = "raw",
+        disc_min_width: int = 2,
     ) -> None:
         super().__init__()
         if len(channels) != len(selected):
@@ -62,6 +64,7 @@ class RealNet(nn.Module):
         self.recon_kwargs = dict(recon_kwargs or {})
         self.disc_hidden = disc_hidden
         self.rrs_input = rrs_input
+        self.disc_min_width = int(disc_min_width)
 
         dims = []
         for k, (c, idx) in enumerate(zip(self.channels, selected, strict=True)):
@@ -79,7 +82,8 @@ class RealNet(nn.Module):
         self.recon = nn.ModuleList(ReconUNet(m, **self.recon_kwargs) for m in dims)
         self.rrs = ResidualSelector(sum(dims), ratio=self.ratio, output=rrs_input)
         self.discriminator = Discriminator(
-            self.rrs.out_channels, hidden=disc_hidden if disc_hidden is not None else 128, width=self.rrs.r
+            self.rrs.out_channels, hidden=disc_hidden if disc_hidden is not None else 128, width=self.rrs.r,
+            min_width=self.disc_min_width,
         )
 
     # -- construction -------------------------------------------------------------------------
@@ -98,6 +102,7 @@ class RealNet(nn.Module):
             "recon_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in self.recon_kwargs.items()},
             "disc_hidden": self.disc_hidden,
             "rrs_input": self.rrs_input,
+            "disc_min_width": self.disc_min_width,
         }
 
     @classmethod
@@ -111,6 +116,7 @@ class RealNet(nn.Module):
             disc_hidden=cfg.get("disc_hidden"),
             # Models saved before "paired" existed stored a flag.
             rrs_input=cfg.get("rrs_input", "normed" if cfg.get("rrs_normed") else "raw"),
+            disc_min_width=cfg.get("disc_min_width", 2),  # the floor before it was an argument
         )
 
     # -- forward ------------------------------------------------------------------------------

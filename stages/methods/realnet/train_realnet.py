@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from realnet_core.config import Config, TrainConfig
 from realnet_core.data.check import check_test_files
 from realnet_core.features.backbones import build_backbone
+from realnet_core.methods.realnet.discriminator import tail_widths
 from realnet_core.methods.realnet.realnet import RealNet
 from realnet_core.runtime import accelerate, adam, autocast, seed_generator, seeded_init
 from realnet_core.viz import make_grid, write_png
@@ -57,6 +58,9 @@ def key_config(cfg: Config) -> dict[str, Any]:
     exclude = {"checkpoint_every", "feature_cache_mb"} | ({"ema_rate"} if cfg.train.ema_rate is None else set())
     exclude |= {"disc_hidden"} if cfg.train.disc_hidden == AUTHORS_DISC_HIDDEN else set()
     exclude |= {"rrs_input"} if cfg.train.rrs_input == "raw" else set()
+    # The floor enters only where it changes a width (disc_hidden below 128), so the authors' width keeps its keys.
+    floor_moot = tail_widths(cfg.train.disc_hidden, cfg.train.disc_min_width) == tail_widths(cfg.train.disc_hidden)
+    exclude |= {"disc_min_width"} if floor_moot else set()
     return {"train": cfg.section("train", exclude=exclude),
             "synthesis": synthesis_key(cfg), "image_size": cfg.data.image_size}
 
@@ -67,7 +71,7 @@ fingerprint = training_fingerprint  # the training images, the backbone file and
 def build_model(cfg: Config, channels: list[int], selected: list[torch.Tensor]) -> RealNet:
     recon = {"channel_mult": tuple(cfg.train.recon_channel_mult), "num_res_blocks": cfg.train.recon_res_blocks}
     return RealNet(channels, selected, ratio=cfg.train.rrs_ratio, recon_kwargs=recon, disc_hidden=cfg.train.disc_hidden,
-                   rrs_input=cfg.train.rrs_input)
+                   rrs_input=cfg.train.rrs_input, disc_min_width=cfg.train.disc_min_width)
 
 
 def train_step(net: RealNet, forward: Any, features: Any, opt: torch.optim.Optimizer, data: Any,
@@ -156,12 +160,36 @@ def run(ctx: StageContext) -> dict[str, Any]:
     bar.close()
 
     kept = net if ema is None else ema.module
+    _check_not_collapsed(ctx, kept, features, data, kwargs)
     save_bundle(ctx.workdir / BUNDLE, kept, ctx.cfg.backbone.name, ctx.cfg.backbone.weights, data.size)
     write_table(pd.DataFrame(log), ctx.workdir / "train_log.parquet")
     _synthetic_preview(ctx, data, kwargs)
     state_path.unlink(missing_ok=True)
     return {"epochs": epoch, "steps": epoch * steps_per_epoch, "final_loss": log[-1]["loss"] if log else None,
             "resumed_from_epoch": resumed_from}
+
+
+class DiscriminatorCollapsed(RuntimeError):
+    """train_realnet's discriminator gives one value everywhere: a layer's ReLU units all died in training."""
+
+
+def _check_not_collapsed(ctx: StageContext, net: RealNet, features: Any, data: Any, kwargs: dict) -> None:
+    """Refuse to save a model whose map is flat on synthetic anomalies (the preview's batch): it would score
+    every image the same, and evaluate would report chance for a run that looks complete."""
+    _, aug, _ = data.batch(8, seed_generator(0, "preview"), 0.0, kwargs)
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        feats, _ = paired_features(features, aug, aug[:0], ctx.device, ctx.cfg.runtime.bf16)
+        amap = net(feats, out_size=aug.shape[-2:])["anomaly_map"].float()
+    net.train(was_training)
+    spread = float(amap.max() - amap.min())
+    if not spread >= 1e-3:  # NaN too
+        raise DiscriminatorCollapsed(
+            f"train_realnet {ctx.dataset}/{ctx.category}: the trained discriminator gives one value "
+            f"({float(amap.mean()):.4f}, spread {spread:.1e}) over 8 synthetic anomalies: its ReLU units died in "
+            f"training. No model was written. Rerun with another --set train.seed=N, or a lower train.lr "
+            f"(now {ctx.cfg.train.lr:g}).")
 
 
 def _synthetic_preview(ctx: StageContext, data, kwargs: dict) -> None:
