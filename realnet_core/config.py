@@ -217,7 +217,9 @@ class TrainConfig(_Section):
     recon_res_blocks: int = Field(2, ge=1)
     disc_hidden: int = Field(128, ge=2, description="discriminator width after its residual units (the authors' 128)")
     disc_min_width: int = Field(4, ge=1, description="the narrowest of the discriminator's later convs: the "
-                                "authors' 4; at 2 (disc_hidden 64 before) both units could die, leaving a flat map")
+                                "authors' 4 (2 at disc_hidden 64 before)")
+    disc_leak: float = Field(0.0, ge=0, lt=1, description="negative slope of the discriminator's activations after "
+                             "its BatchNorm; 0: the authors' ReLU, whose narrow layers can die whole in training")
     rrs_input: Literal["raw", "normed", "paired"] = Field(
         "raw", description="what RRS hands the discriminator: the raw residuals (the authors' code), the "
         "BatchNorm-normalised ones, or each pick both ways (paired)")

@@ -50,5 +50,5 @@ def test_a_discriminator_with_a_flat_map_is_refused_with_a_message_naming_the_ca
     with torch.no_grad():
         last_relu_layer.weight.zero_()
         last_relu_layer.bias.fill_(-1.0)
-    with pytest.raises(train_realnet.DiscriminatorCollapsed, match=r"demo/brick.*one value.*train\.seed"):
+    with pytest.raises(train_realnet.DiscriminatorCollapsed, match=r"demo/brick.*the same map.*train\.seed"):
         train_realnet._check_not_collapsed(ctx, net, backbone, data, synth_kwargs(cfg))

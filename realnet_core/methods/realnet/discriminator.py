@@ -28,6 +28,10 @@ def _conv(in_ch: int, out_ch: int, kernel: int = 3, bias: bool = True) -> nn.Con
     return nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias)
 
 
+def _act(leak: float) -> nn.Module:
+    return nn.LeakyReLU(leak) if leak else nn.ReLU()
+
+
 class _Residual(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -49,15 +53,18 @@ class Discriminator(nn.Module):
         num_residual: residual units at width r (2 in the authors' configs).
         width: the residual units' width, when it is not `in_channels`: a 1x1 convolution (no bias) maps
             the input onto it first, so that paired RRS input (2r) costs a step almost nothing.
-        min_width: the narrowest the later convs get. Below the authors' 4, a tail of 2 ReLU units can die
-            together early in training and leave a constant map.
+        min_width: the narrowest the later convs get (the authors' tail at 128 is 32, 8 and 4).
+        leak: negative slope of the activations after the BatchNorm; 0 is the authors' ReLU. A layer of 4 ReLU
+            units can die whole in training and leave a map that no input changes.
     """
 
     def __init__(self, in_channels: int, hidden: int = 128, num_residual: int = 2, width: int | None = None,
-                 min_width: int = 2) -> None:
+                 min_width: int = 2, leak: float = 0.0) -> None:
         super().__init__()
         if in_channels < 1 or hidden < 1 or min_width < 1:
             raise ValueError("in_channels, hidden and min_width must be positive")
+        if not 0 <= leak < 1:
+            raise ValueError(f"leak must be in [0, 1), got {leak}")
         self.in_channels = in_channels
         self.hidden = hidden
         w2, w3, w4 = tail_widths(hidden, min_width)
@@ -69,13 +76,13 @@ class Discriminator(nn.Module):
             nn.ReLU(),
             _conv(width, hidden),
             nn.BatchNorm2d(hidden),
-            nn.ReLU(),
+            _act(leak),
             _conv(hidden, w2),
-            nn.ReLU(),
+            _act(leak),
             _conv(w2, w3),
-            nn.ReLU(),
+            _act(leak),
         )
-        self.head = nn.Sequential(_conv(w3, w4), nn.ReLU(), _conv(w4, 2))
+        self.head = nn.Sequential(_conv(w3, w4), _act(leak), _conv(w4, 2))
 
     def forward(self, x: Tensor, out_size: tuple[int, int] | None = None) -> Tensor:
         """Logits (B, 2, H, W): at `out_size` if given, else at twice the input's resolution."""

@@ -42,6 +42,7 @@ class RealNet(nn.Module):
         recon_kwargs: extra `ReconUNet` arguments shared by all layers (not `in_channels`).
         disc_hidden: discriminator hidden width (default 128).
         disc_min_width: the narrowest of the discriminator's later convs (`Discriminator(min_width=...)`).
+        disc_leak: negative slope of the discriminator's activations after its BatchNorm (0: ReLU).
         rrs_input: what RRS hands the discriminator, one of `rrs.OUTPUTS` (the authors' code: "raw").
             "paired" hands it 2r channels, which a 1x1 convolution maps onto its width r.
     """
@@ -55,6 +56,7 @@ class RealNet(nn.Module):
         disc_hidden: int | None = None,
         rrs_input: str = "raw",
         disc_min_width: int = 2,
+        disc_leak: float = 0.0,
     ) -> None:
         super().__init__()
         if len(channels) != len(selected):
@@ -65,6 +67,7 @@ class RealNet(nn.Module):
         self.disc_hidden = disc_hidden
         self.rrs_input = rrs_input
         self.disc_min_width = int(disc_min_width)
+        self.disc_leak = float(disc_leak)
 
         dims = []
         for k, (c, idx) in enumerate(zip(self.channels, selected, strict=True)):
@@ -83,7 +86,7 @@ class RealNet(nn.Module):
         self.rrs = ResidualSelector(sum(dims), ratio=self.ratio, output=rrs_input)
         self.discriminator = Discriminator(
             self.rrs.out_channels, hidden=disc_hidden if disc_hidden is not None else 128, width=self.rrs.r,
-            min_width=self.disc_min_width,
+            min_width=self.disc_min_width, leak=self.disc_leak,
         )
 
     # -- construction -------------------------------------------------------------------------
@@ -103,6 +106,7 @@ class RealNet(nn.Module):
             "disc_hidden": self.disc_hidden,
             "rrs_input": self.rrs_input,
             "disc_min_width": self.disc_min_width,
+            "disc_leak": self.disc_leak,
         }
 
     @classmethod
@@ -116,7 +120,8 @@ class RealNet(nn.Module):
             disc_hidden=cfg.get("disc_hidden"),
             # Models saved before "paired" existed stored a flag.
             rrs_input=cfg.get("rrs_input", "normed" if cfg.get("rrs_normed") else "raw"),
-            disc_min_width=cfg.get("disc_min_width", 2),  # the floor before it was an argument
+            disc_min_width=cfg.get("disc_min_width", 2),  # files saved before these two were arguments
+            disc_leak=cfg.get("disc_leak", 0.0),
         )
 
     # -- forward ------------------------------------------------------------------------------
