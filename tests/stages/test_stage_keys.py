@@ -163,3 +163,10 @@ def test_disc_min_width_enters_train_realnet_only_where_it_changes_a_width(cfg_w
     assert {s for s in narrow if narrow[s] != floored[s]} == {"train_realnet"}
     assert "disc_min_width" not in train_realnet.key_config(cfg_with("train.disc_hidden=64",
                                                                       "train.disc_min_width=2"))["train"]
+
+
+def test_disc_leak_enters_train_realnet_alone_and_relu_enters_no_key(cfg_with):
+    before = _keys(cfg_with("train.disc_leak=0"))
+    after = _keys(cfg_with("train.disc_leak=0.01"))
+    assert {s for s in before if before[s] != after[s]} == {"train_realnet"}
+    assert "disc_leak" not in train_realnet.key_config(cfg_with("train.disc_leak=0"))["train"]

@@ -56,3 +56,22 @@ def test_logits_are_float32_under_cuda_autocast_eager_and_compiled() -> None:
     for out in (eager, compiled):
         assert out.dtype == torch.float32
         torch.testing.assert_close(out, ref, rtol=0.05, atol=0.05)  # bf16 body, float32 head
+
+
+@pytest.mark.parametrize("leak", [0.0, 0.01])
+def test_a_layer_pushed_below_zero_is_dead_with_relu_and_still_learns_with_a_leak(leak: float) -> None:
+    torch.manual_seed(0)
+    d = Discriminator(6, hidden=8, min_width=4, leak=leak)
+    with torch.no_grad():
+        d.head[0].bias.fill_(-1e3)  # every unit of the last narrow layer below zero for any input
+    x = torch.randn(2, 6, 16, 16)
+    out = d(x)
+    out.square().sum().backward()
+    varies = bool((out[0] - out[1]).abs().amax() > 0)
+    learns = bool(d.head[0].weight.grad.abs().amax() > 0)
+    assert varies == learns == (leak > 0)
+
+
+def test_leak_must_lie_in_zero_to_one() -> None:
+    with pytest.raises(ValueError, match="leak"):
+        Discriminator(6, hidden=8, leak=1.0)

@@ -181,11 +181,15 @@ def test_rrs_input_survives_the_config_round_trip() -> None:
     assert RealNet.from_config({**bare, "rrs_normed": True}).rrs.output == "normed"  # saved before "paired"
 
 
-def test_the_discriminator_floor_survives_the_config_round_trip_and_old_files_keep_theirs() -> None:
-    net = RealNet([4, 6], [[0, 1], [2, 3, 4]], disc_hidden=64, disc_min_width=4)
-    assert RealNet.from_config(net.config()).discriminator.head[0].out_channels == 4
-    saved_before = {k: v for k, v in net.config().items() if k != "disc_min_width"}
-    assert RealNet.from_config(saved_before).discriminator.head[0].out_channels == 2  # 64 // 32
+def test_the_discriminator_floor_and_leak_survive_the_config_round_trip_and_old_files_keep_theirs() -> None:
+    net = RealNet([4, 6], [[0, 1], [2, 3, 4]], disc_hidden=64, disc_min_width=4, disc_leak=0.01)
+    again = RealNet.from_config(net.config())
+    assert again.discriminator.head[0].out_channels == 4
+    act = again.discriminator.head[1]
+    assert isinstance(act, torch.nn.LeakyReLU) and act.negative_slope == 0.01
+    saved_before = {k: v for k, v in net.config().items() if k not in ("disc_min_width", "disc_leak")}
+    old = RealNet.from_config(saved_before).discriminator
+    assert old.head[0].out_channels == 2 and isinstance(old.head[1], torch.nn.ReLU)  # 64 // 32, the authors' ReLU
 
 
 def test_paired_input_is_mapped_onto_the_discriminators_width_r() -> None:
